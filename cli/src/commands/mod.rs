@@ -1,0 +1,18 @@
+//! The subcommands.
+
+mod quickstart;
+mod serve;
+
+use crate::config::{Cli, Command, GenerateCommand};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = cli.global.config.as_deref();
+    match cli.command {
+        Command::Quickstart(args) => quickstart::run(args, file).await,
+        Command::Serve(args) => serve::run(args, file).await,
+        Command::Generate(GenerateCommand::Demo { lake, scale }) => {
+            let lake = serve::open_lake(&lake, file).await?;
+            quickstart::generate_demo(&lake, scale).await
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! Command-line options and their layering: a flag beats its `SHOP_*` environment variable,
+//! which beats the TOML file given by `--config`, which beats the built-in default.
+//!
+//! The TOML file has one table per group, with the flag names in snake case:
+//!
+//! ```toml
+//! [lake]
+//! lake = "s3://shop-lake/prod"
+//! s3_endpoint = "http://minio:9000"
+//! s3_allow_http = true
+//!
+//! [server]
+//! listen = "0.0.0.0:50051"
+//! query_timeout_secs = 120
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shop_lake::{LakeCatalogOptions, LakeConfig, S3Config};
+use shop_server::{AuthConfig, Limits, ServerConfig, TlsConfig};
+
+/// The shop's lakehouse: ingestion into a Parquet lake, a Flight SQL server over it, and daily
+/// aggregates.
+#[derive(Debug, Parser)]
+#[command(name = "shop-analytics", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file with [lake] and [server] tables; flags and SHOP_* variables
+    /// override it.
+    #[arg(long, global = true, env = "SHOP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log filter, in tracing's EnvFilter syntax (e.g. "info,shop_server=debug").
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log_filter: String,
+    /// Log format.
+    #[arg(long, global = true, env = "SHOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a demo shop into a local lake (if it is empty), build the daily aggregates and
+    /// serve them over Flight SQL. Needs no external service.
+    Quickstart(QuickstartArgs),
+    /// Serve an existing lake over Flight SQL.
+    Serve(ServeArgs),
+    /// Write generated data into the lake.
+    #[command(subcommand)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Size of the demo shop: 1.0 is ~10k customers, 500 sellers, 5k products and ~1M
+    /// purchases over 90 days.
+    #[arg(long, env = "SHOP_DEMO_SCALE", default_value_t = 1.0)]
+    pub scale: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// The deterministic demo shop (customers, sellers, products, purchases) into the stage.
+    Demo {
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// Size of the demo shop (1.0 ≈ 1M purchases).
+        #[arg(long, env = "SHOP_DEMO_SCALE", default_value_t = 1.0)]
+        scale: f64,
+    },
+}
+
+/// Where the lake is. Every option is also a `SHOP_*` variable and a key of `[lake]`.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeArgs {
+    /// Lake root: a local folder, a file:// URL or s3://bucket/prefix [default: ./lake-data]
+    #[arg(long, env = "SHOP_LAKE", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lake: Option<String>,
+    /// S3 endpoint for S3-compatible stores such as MinIO (AWS_ENDPOINT_URL also works).
+    #[arg(long, env = "SHOP_S3_ENDPOINT", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (AWS_REGION also works).
+    #[arg(long, env = "SHOP_S3_REGION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// S3 access key id (AWS_ACCESS_KEY_ID also works). The secret key is read from
+    /// SHOP_S3_SECRET_ACCESS_KEY or AWS_SECRET_ACCESS_KEY only, never a flag or the file.
+    #[arg(long, env = "SHOP_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_access_key_id: Option<String>,
+    /// Allow plain-HTTP S3 endpoints (MinIO in docker-compose, local tests).
+    #[arg(long, env = "SHOP_S3_ALLOW_HTTP", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_allow_http: Option<bool>,
+}
+
+/// The Flight SQL server's options. Every option is also a `SHOP_*` variable and a key of
+/// `[server]`.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerArgs {
+    /// Address of the gRPC port (Flight SQL) [default: 127.0.0.1:50051]
+    #[arg(long, env = "SHOP_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Write the bound address to this file once the server accepts connections.
+    #[arg(long, env = "SHOP_READY_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_file: Option<PathBuf>,
+    /// File of user:password lines; turns authentication on. SHOP_AUTH_USERS
+    /// ("alice:secret,bob:pw") does the same from the environment.
+    #[arg(long, env = "SHOP_AUTH_USERS_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_users_file: Option<PathBuf>,
+    /// Lifetime of a bearer token issued by Handshake, in seconds [default: 43200]
+    #[arg(long, env = "SHOP_AUTH_TOKEN_TTL_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token_ttl_secs: Option<u64>,
+    /// TLS certificate chain (PEM); with --tls-key turns TLS on.
+    #[arg(long, env = "SHOP_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "SHOP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Memory one query may use before it spills to disk or fails, e.g. 512MiB, 2GiB [default: 2GiB]
+    #[arg(long, env = "SHOP_QUERY_MEMORY_LIMIT", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_memory_limit: Option<String>,
+    /// Time limit of one query, planning to last row, in seconds [default: 300]
+    #[arg(long, env = "SHOP_QUERY_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_timeout_secs: Option<u64>,
+    /// Queries running at once; more are refused with RESOURCE_EXHAUSTED [default: 8]
+    #[arg(long, env = "SHOP_MAX_CONCURRENT_QUERIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_queries: Option<usize>,
+    /// Rows one result may have [default: unlimited]
+    #[arg(long, env = "SHOP_MAX_RESULT_ROWS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_result_rows: Option<u64>,
+    /// Size one result may have in memory, e.g. 1GiB [default: 8GiB]
+    #[arg(long, env = "SHOP_MAX_RESULT_BYTES", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_result_bytes: Option<String>,
+    /// How often the catalog looks for new tables and snapshots, in milliseconds [default: 2000]
+    #[arg(long, env = "SHOP_CATALOG_REFRESH_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog_refresh_ms: Option<u64>,
+}
+
+/// Merges a group of options from the config file's `[section]` under the command line.
+fn layered<T: Serialize + DeserializeOwned>(
+    file: Option<&Path>,
+    section: &str,
+    cli: &T,
+) -> anyhow::Result<T> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        if !path.is_file() {
+            bail!("the configuration file {} does not exist", path.display());
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment
+        .merge(Serialized::defaults(cli).key(section))
+        .extract_inner(section)
+        .with_context(|| match file {
+            Some(path) => format!("invalid [{section}] options in {}", path.display()),
+            None => format!("invalid {section} options"),
+        })
+}
+
+impl LakeArgs {
+    /// The lake configuration after layering; `default_root` when no lake is given.
+    pub fn resolve(&self, file: Option<&Path>, default_root: &str) -> anyhow::Result<LakeConfig> {
+        let merged: LakeArgs = layered(file, "lake", self)?;
+        let secret = std::env::var("SHOP_S3_SECRET_ACCESS_KEY").ok();
+        Ok(LakeConfig {
+            root: merged.lake.unwrap_or_else(|| default_root.to_string()),
+            s3: S3Config {
+                endpoint: merged.s3_endpoint,
+                region: merged.s3_region,
+                access_key_id: merged.s3_access_key_id,
+                secret_access_key: secret,
+                allow_http: merged.s3_allow_http.unwrap_or(false),
+            },
+        })
+    }
+}
+
+/// The server configuration with defaults applied, plus where to write the ready file.
+#[derive(Debug)]
+pub struct ResolvedServer {
+    pub config: ServerConfig,
+    pub ready_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    pub fn resolve(&self, file: Option<&Path>) -> anyhow::Result<ResolvedServer> {
+        let m: ServerArgs = layered(file, "server", self)?;
+        let mut users = HashMap::new();
+        if let Ok(text) = std::env::var("SHOP_AUTH_USERS") {
+            users.extend(
+                AuthConfig::parse_users(&text)
+                    .map_err(|e| anyhow::anyhow!("SHOP_AUTH_USERS: {e}"))?,
+            );
+        }
+        if let Some(path) = &m.auth_users_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the users file {}", path.display()))?;
+            users.extend(
+                AuthConfig::parse_users(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            );
+        }
+        let tls = match (m.tls_cert, m.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (None, None) => None,
+            _ => bail!("TLS needs both tls_cert and tls_key"),
+        };
+        let defaults = Limits::default();
+        let bytes = |value: &Option<String>, name: &str| -> anyhow::Result<Option<u64>> {
+            value
+                .as_deref()
+                .map(|v| parse_bytes(v).with_context(|| format!("invalid {name} {v:?}")))
+                .transpose()
+        };
+        let limits = Limits {
+            memory_per_query: bytes(&m.query_memory_limit, "query_memory_limit")?
+                .map_or(defaults.memory_per_query, |b| b as usize),
+            query_timeout: m
+                .query_timeout_secs
+                .map_or(defaults.query_timeout, Duration::from_secs),
+            max_concurrent_queries: m
+                .max_concurrent_queries
+                .unwrap_or(defaults.max_concurrent_queries),
+            max_result_rows: m.max_result_rows.or(defaults.max_result_rows),
+            max_result_bytes: bytes(&m.max_result_bytes, "max_result_bytes")?
+                .or(defaults.max_result_bytes),
+        };
+        if limits.max_concurrent_queries == 0 {
+            bail!("max_concurrent_queries must be at least 1");
+        }
+        let mut catalog = LakeCatalogOptions::default();
+        if let Some(ms) = m.catalog_refresh_ms {
+            catalog.refresh_interval = Duration::from_millis(ms.max(100));
+        }
+        Ok(ResolvedServer {
+            config: ServerConfig {
+                listen: m
+                    .listen
+                    .unwrap_or_else(|| "127.0.0.1:50051".parse().expect("valid address")),
+                auth: AuthConfig {
+                    users,
+                    token_ttl: Duration::from_secs(m.auth_token_ttl_secs.unwrap_or(12 * 3600)),
+                },
+                tls,
+                limits,
+                catalog,
+            },
+            ready_file: m.ready_file,
+        })
+    }
+}
+
+/// Parses a byte size: `1073741824`, `512MiB`, `2GiB`, `1.5GB`, `64k`.
+pub fn parse_bytes(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .with_context(|| format!("{text:?} does not start with a number"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => bail!("unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"),
+    };
+    let value = number * factor as f64;
+    if !value.is_finite() || value < 1.0 {
+        bail!("{text:?} is not a positive size");
+    }
+    Ok(value as u64)
+}
+
+/// Installs the log subscriber: plain or JSON lines on stderr.
+pub fn init_logging(args: &GlobalArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("1.5 GB").unwrap(), 1_500_000_000);
+        assert_eq!(parse_bytes("64k").unwrap(), 64_000);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
+        assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.toml");
+        std::fs::write(
+            &path,
+            "[lake]\nlake = \"s3://from-file/x\"\ns3_region = \"eu-west-1\"\n\
+             [server]\nquery_timeout_secs = 7\nmax_concurrent_queries = 3\nquery_memory_limit = \"1GiB\"\n",
+        )
+        .unwrap();
+        let cli_lake = LakeArgs {
+            lake: Some("/from/flag".into()),
+            ..Default::default()
+        };
+        let lake = cli_lake.resolve(Some(&path), "./lake-data").unwrap();
+        assert_eq!(lake.root, "/from/flag");
+        assert_eq!(lake.s3.region.as_deref(), Some("eu-west-1"));
+
+        let cli_server = ServerArgs {
+            max_concurrent_queries: Some(5),
+            ..Default::default()
+        };
+        let server = cli_server.resolve(Some(&path)).unwrap().config;
+        assert_eq!(server.limits.query_timeout, Duration::from_secs(7));
+        assert_eq!(server.limits.max_concurrent_queries, 5);
+        assert_eq!(server.limits.memory_per_query, 1 << 30);
+        assert_eq!(server.listen, "127.0.0.1:50051".parse().unwrap());
+
+        let defaults = LakeArgs::default().resolve(None, "./lake-data").unwrap();
+        assert_eq!(defaults.root, "./lake-data");
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.toml");
+        std::fs::write(&path, "[server]\nquery_timout_secs = 7\n").unwrap();
+        let err = ServerArgs::default().resolve(Some(&path)).unwrap_err();
+        assert!(format!("{err:#}").contains("query_timout_secs"), "{err:#}");
+        let err = ServerArgs::default()
+            .resolve(Some(&dir.path().join("missing.toml")))
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let args = ServerArgs {
+            tls_cert: Some("cert.pem".into()),
+            ..Default::default()
+        };
+        assert!(args.resolve(None).is_err());
+    }
+}

@@ -1,0 +1,396 @@
+//! The `shop` catalog: schemas `stage` and `analytics`, whose tables are the folders of the lake.
+//!
+//! Table discovery runs in the background ([`LakeCatalog::spawn_refresher`]) because DataFusion
+//! asks for table names synchronously; a table that is referenced before the refresher has seen
+//! it is also loaded on demand. Two kinds of table:
+//! - *snapshot tables* have a `_manifest.json`; the table reads exactly the files it lists, and is
+//!   rebuilt when the manifest version changes;
+//! - *append tables* read every Parquet file below their folder, with Hive partitions
+//!   (`dt=YYYY-MM-DD` as a `Date32` column). New files are visible to the next query, since the
+//!   listing happens at every scan.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::DataType;
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::SessionConfig;
+use object_store::path::Path;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::manifest;
+use crate::store::Lake;
+
+/// How often the catalog looks for new tables and manifests.
+#[derive(Debug, Clone)]
+pub struct LakeCatalogOptions {
+    /// Interval of the background refresh (new tables, new manifest versions).
+    pub refresh_interval: Duration,
+    /// How long an append table's inferred schema is trusted before it is inferred again.
+    pub schema_ttl: Duration,
+}
+
+impl Default for LakeCatalogOptions {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(2),
+            schema_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The `shop` catalog over one lake.
+#[derive(Debug)]
+pub struct LakeCatalog {
+    schemas: BTreeMap<String, Arc<LakeSchema>>,
+    options: LakeCatalogOptions,
+}
+
+impl LakeCatalog {
+    /// A catalog over `lake`; call [`refresh`](Self::refresh) once before serving.
+    pub fn new(lake: Lake, options: LakeCatalogOptions) -> Arc<Self> {
+        let state = inference_state(&lake);
+        let schemas = layout::SCHEMAS
+            .iter()
+            .map(|name| {
+                let schema = LakeSchema {
+                    lake: lake.clone(),
+                    name: name.to_string(),
+                    options: options.clone(),
+                    state: state.clone(),
+                    tables: RwLock::default(),
+                };
+                (name.to_string(), Arc::new(schema))
+            })
+            .collect();
+        Arc::new(Self { schemas, options })
+    }
+
+    /// Re-reads every schema's tables from the lake.
+    pub async fn refresh(&self) -> Result<()> {
+        for schema in self.schemas.values() {
+            schema.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Refreshes in the background every `refresh_interval` until the catalog is dropped or the
+    /// returned handle is aborted.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let every = self.options.refresh_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(catalog) = weak.upgrade() else { break };
+                if let Err(e) = catalog.refresh().await {
+                    tracing::warn!(cause = %e, "lake catalog refresh failed; keeping the tables known so far");
+                }
+            }
+        })
+    }
+
+    /// One of the lake's schemas.
+    pub fn lake_schema(&self, name: &str) -> Option<&Arc<LakeSchema>> {
+        self.schemas.get(name)
+    }
+}
+
+impl CatalogProvider for LakeCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        layout::SCHEMAS.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.schemas
+            .get(name)
+            .map(|s| Arc::clone(s) as Arc<dyn SchemaProvider>)
+    }
+}
+
+/// The session DataFusion uses to infer table schemas: it sees only the lake.
+fn inference_state(lake: &Lake) -> SessionState {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_store_registry(lake.registry())
+        .build_arc()
+        .expect("a runtime with default settings builds");
+    SessionStateBuilder::new()
+        .with_config(SessionConfig::new())
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build()
+}
+
+/// What a loaded table was built from; when it changes, the table is rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Snapshot { version: u64, snapshot_id: String },
+    Append { partitions: Vec<String> },
+}
+
+#[derive(Debug)]
+struct LoadedTable {
+    provider: Arc<dyn TableProvider>,
+    source: Source,
+    loaded_at: Instant,
+}
+
+/// One schema (`stage` or `analytics`): its tables are the table-named folders below it.
+#[derive(Debug)]
+pub struct LakeSchema {
+    lake: Lake,
+    name: String,
+    options: LakeCatalogOptions,
+    state: SessionState,
+    tables: RwLock<BTreeMap<String, Arc<LoadedTable>>>,
+}
+
+impl LakeSchema {
+    /// Lists the schema's table folders and (re)loads the tables that changed.
+    pub async fn refresh(&self) -> Result<()> {
+        let prefix = Path::from(self.name.as_str());
+        let listing = self
+            .lake
+            .store()
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| Error::store(&prefix, e))?;
+        let names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|n| layout::is_table_name(n))
+            .collect();
+        let mut fresh = BTreeMap::new();
+        for name in names {
+            let previous = self.cached(&name);
+            match self.load(&name, previous.as_deref()).await {
+                Ok(Some(table)) => {
+                    fresh.insert(name, table);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(schema = %self.name, table = %name, cause = %e, "cannot load table");
+                    if let Some(previous) = previous {
+                        fresh.insert(name, previous);
+                    }
+                }
+            }
+        }
+        *self.tables.write().expect("catalog lock poisoned") = fresh;
+        Ok(())
+    }
+
+    fn cached(&self, name: &str) -> Option<Arc<LoadedTable>> {
+        self.tables
+            .read()
+            .expect("catalog lock poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    /// Loads `name`, reusing `previous` when its source has not changed. `None` when the folder
+    /// holds no data file yet.
+    async fn load(
+        &self,
+        name: &str,
+        previous: Option<&LoadedTable>,
+    ) -> Result<Option<Arc<LoadedTable>>> {
+        if let Some(manifest) = manifest::read(&self.lake, &self.name, name).await? {
+            let source = Source::Snapshot {
+                version: manifest.version,
+                snapshot_id: manifest.snapshot_id.clone(),
+            };
+            if let Some(previous) = previous.filter(|p| p.source == source) {
+                return Ok(Some(Arc::new(LoadedTable {
+                    provider: Arc::clone(&previous.provider),
+                    source,
+                    loaded_at: previous.loaded_at,
+                })));
+            }
+            if manifest.files.is_empty() {
+                return Ok(None);
+            }
+            let dir = layout::table_dir(&self.name, name);
+            let urls = manifest
+                .files
+                .iter()
+                .map(|f| {
+                    ListingTableUrl::parse(Lake::url_of(&Path::from(format!("{dir}/{}", f.path))))
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(listing_options(&[]));
+            let provider = self.build(config).await?;
+            return Ok(provider.map(|provider| {
+                Arc::new(LoadedTable {
+                    provider,
+                    source,
+                    loaded_at: Instant::now(),
+                })
+            }));
+        }
+
+        let dir = layout::table_dir(&self.name, name);
+        let Some(partitions) = self.partition_columns(&dir).await? else {
+            return Ok(None);
+        };
+        let source = Source::Append {
+            partitions: partitions.clone(),
+        };
+        if let Some(previous) = previous
+            .filter(|p| p.source == source && p.loaded_at.elapsed() < self.options.schema_ttl)
+        {
+            return Ok(Some(Arc::new(LoadedTable {
+                provider: Arc::clone(&previous.provider),
+                source,
+                loaded_at: previous.loaded_at,
+            })));
+        }
+        let url = ListingTableUrl::parse(format!("{}/", Lake::url_of(&dir)))?;
+        let config =
+            ListingTableConfig::new(url).with_listing_options(listing_options(&partitions));
+        let provider = self.build(config).await?;
+        Ok(provider.map(|provider| {
+            Arc::new(LoadedTable {
+                provider,
+                source,
+                loaded_at: Instant::now(),
+            })
+        }))
+    }
+
+    /// Infers the file schema and builds the table. A partition column that the files also
+    /// store (`analytics` tables keep `dt` in the file, first) is read from the files.
+    async fn build(&self, config: ListingTableConfig) -> Result<Option<Arc<dyn TableProvider>>> {
+        let config = config.infer_schema(&self.state).await?;
+        let (Some(file_schema), Some(options)) =
+            (config.file_schema.clone(), config.options.clone())
+        else {
+            return Ok(None);
+        };
+        if file_schema.fields().is_empty() {
+            // No data file yet: the table appears with its first file.
+            return Ok(None);
+        }
+        let partitions: Vec<String> = options
+            .table_partition_cols
+            .iter()
+            .map(|(name, _)| name.clone())
+            .filter(|name| file_schema.field_with_name(name).is_err())
+            .collect();
+        let config = ListingTableConfig::new_with_multi_paths(config.table_paths)
+            .with_listing_options(listing_options(&partitions))
+            .with_schema(file_schema);
+        Ok(Some(Arc::new(ListingTable::try_new(config)?)))
+    }
+
+    /// Hive partition columns, found by following the first `key=value` folder at each level.
+    /// `None` when the folder holds nothing at all (no such table).
+    async fn partition_columns(&self, dir: &Path) -> Result<Option<Vec<String>>> {
+        let mut columns = Vec::new();
+        let mut current = dir.clone();
+        for _ in 0..4 {
+            let listing = self
+                .lake
+                .store()
+                .list_with_delimiter(Some(&current))
+                .await
+                .map_err(|e| Error::store(&current, e))?;
+            if columns.is_empty()
+                && listing.objects.is_empty()
+                && listing.common_prefixes.is_empty()
+            {
+                return Ok(None);
+            }
+            let next = listing.common_prefixes.iter().find_map(|p| {
+                let segment = p.filename()?;
+                let (key, _) = layout::partition_segment(segment)?;
+                Some((key.to_string(), p.clone()))
+            });
+            match next {
+                Some((key, path)) => {
+                    columns.push(key);
+                    current = path;
+                }
+                None => break,
+            }
+        }
+        Ok(Some(columns))
+    }
+}
+
+/// Listing options of every lake table: Parquet without view types (clients cannot read
+/// `Utf8View`), `dt` partitions as dates, other partitions as text.
+fn listing_options(partitions: &[String]) -> ListingOptions {
+    let format = ParquetFormat::default().with_force_view_types(false);
+    ListingOptions::new(Arc::new(format))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(
+            partitions
+                .iter()
+                .map(|p| {
+                    let ty = if p == "dt" {
+                        DataType::Date32
+                    } else {
+                        DataType::Utf8
+                    };
+                    (p.clone(), ty)
+                })
+                .collect(),
+        )
+}
+
+#[async_trait]
+impl SchemaProvider for LakeSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.tables
+            .read()
+            .expect("catalog lock poisoned")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(table) = self.cached(name) {
+            return Ok(Some(Arc::clone(&table.provider)));
+        }
+        if !layout::is_table_name(name) {
+            return Ok(None);
+        }
+        // Not seen by the refresher yet: look now, so a brand-new table is queryable at once.
+        let loaded = self
+            .load(name, None)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(loaded.map(|table| {
+            let provider = Arc::clone(&table.provider);
+            self.tables
+                .write()
+                .expect("catalog lock poisoned")
+                .insert(name.to_string(), table);
+            provider
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables
+            .read()
+            .expect("catalog lock poisoned")
+            .contains_key(name)
+    }
+}

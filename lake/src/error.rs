@@ -1,0 +1,57 @@
+//! Errors of the lake crate.
+
+/// Errors raised while opening, reading or writing the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid lake location {location:?}: {reason}")]
+    InvalidLocation { location: String, reason: String },
+
+    #[error("object store error at {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    #[error("cannot create lake folder {path}: {source}")]
+    LocalFolder {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("manifest {path} is not valid: {source}")]
+    Manifest {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("manifest {path} was changed by another writer (expected version {expected})")]
+    ManifestConflict { path: String, expected: u64 },
+
+    #[error("invalid table name {name:?}: table names are lower-case letters, digits and '_'")]
+    InvalidTableName { name: String },
+
+    #[error("parquet error writing {path}: {source}")]
+    Parquet {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+/// Result with the lake's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn store(path: impl std::fmt::Display, source: object_store::Error) -> Self {
+        Self::Store {
+            path: path.to_string(),
+            source,
+        }
+    }
+}

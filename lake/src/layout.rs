@@ -1,0 +1,95 @@
+//! The lake's layout contract (see `docs/LAKE.md`).
+//!
+//! ```text
+//! <root>/stage/<table>/_manifest.json            snapshot tables: the manifest names the live files
+//! <root>/stage/<table>/<snapshot-id>/part-N.parquet
+//! <root>/stage/purchases/dt=YYYY-MM-DD/*.parquet  append tables: every Parquet file below the folder
+//! <root>/analytics/<table>/dt=YYYY-MM-DD/*.parquet
+//! ```
+//!
+//! Names that start with `_` or `.` are never tables or data files: they hold manifests, dead
+//! letters and in-flight uploads.
+
+use object_store::path::Path;
+
+/// The catalog every table lives in.
+pub const CATALOG: &str = "shop";
+/// The raw layer: what the ingestion workers land.
+pub const STAGE: &str = "stage";
+/// The derived layer: aggregates computed from the stage.
+pub const ANALYTICS: &str = "analytics";
+/// The lake's schemas, in display order.
+pub const SCHEMAS: [&str; 2] = [STAGE, ANALYTICS];
+/// File name of a snapshot table's manifest.
+pub const MANIFEST_FILE: &str = "_manifest.json";
+/// The URL DataFusion knows the lake's object store by.
+pub const LAKE_URL: &str = "lake://shop/";
+
+/// True for a valid table (or schema) folder name: `[a-z][a-z0-9_]*`, at most 64 bytes.
+pub fn is_table_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && name.len() <= 64
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+/// True for a path segment that is hidden from readers (`_manifest.json`, `.tmp`, `_rejected`).
+pub fn is_hidden(segment: &str) -> bool {
+    segment.starts_with('_') || segment.starts_with('.')
+}
+
+/// The folder of a table: `<schema>/<table>`.
+pub fn table_dir(schema: &str, table: &str) -> Path {
+    Path::from_iter([schema, table])
+}
+
+/// The manifest of a snapshot table.
+pub fn manifest_path(schema: &str, table: &str) -> Path {
+    table_dir(schema, table).join(MANIFEST_FILE)
+}
+
+/// A Hive-style partition folder name `key=value`, split; `None` for anything else.
+pub fn partition_segment(segment: &str) -> Option<(&str, &str)> {
+    let (key, value) = segment.split_once('=')?;
+    (is_table_name(key) && !value.is_empty()).then_some((key, value))
+}
+
+/// The folder of one day of a date-partitioned table: `<schema>/<table>/dt=YYYY-MM-DD`.
+pub fn day_dir(schema: &str, table: &str, day: chrono::NaiveDate) -> Path {
+    table_dir(schema, table).join(format!("dt={}", day.format("%Y-%m-%d")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names() {
+        assert!(is_table_name("purchases"));
+        assert!(is_table_name("daily_sales_2"));
+        assert!(!is_table_name("_rejected"));
+        assert!(!is_table_name("Purchases"));
+        assert!(!is_table_name("9lives"));
+        assert!(!is_table_name(""));
+        assert!(!is_table_name("a-b"));
+        assert!(!is_table_name(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn partitions_and_hidden_names() {
+        assert_eq!(
+            partition_segment("dt=2026-01-02"),
+            Some(("dt", "2026-01-02"))
+        );
+        assert_eq!(partition_segment("dt="), None);
+        assert_eq!(partition_segment("snapshot-1"), None);
+        assert!(is_hidden("_manifest.json"));
+        assert!(is_hidden(".part-0.parquet.tmp"));
+        assert!(!is_hidden("part-0.parquet"));
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 4).unwrap();
+        assert_eq!(
+            day_dir("analytics", "daily_sales", day).as_ref(),
+            "analytics/daily_sales/dt=2026-03-04"
+        );
+    }
+}

@@ -1,0 +1,51 @@
+//! DataFusion sessions over the lake, shared by the query server and the analytics layer.
+
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::catalog::LakeCatalog;
+use crate::layout;
+use crate::store::Lake;
+
+/// Session settings for lake queries: `shop.stage` is the default schema (so `purchases` means
+/// `shop.stage.purchases`), `information_schema` is on for BI tools, and strings are plain
+/// `Utf8` rather than `Utf8View`, which many Flight SQL clients cannot read.
+pub fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(layout::CATALOG, layout::STAGE)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true);
+    let options = config.options_mut();
+    options.execution.parquet.schema_force_view_types = false;
+    options.sql_parser.map_string_types_to_utf8view = false;
+    config
+}
+
+/// A runtime whose only object store is the lake, with default memory and disk settings.
+pub fn runtime(lake: &Lake) -> Arc<RuntimeEnv> {
+    RuntimeEnvBuilder::new()
+        .with_object_store_registry(lake.registry())
+        .build_arc()
+        .expect("a runtime with default settings builds")
+}
+
+/// A session that sees the `shop` catalog and nothing else.
+pub fn context(
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+    catalog: &Arc<LakeCatalog>,
+) -> SessionContext {
+    let catalogs = Arc::new(MemoryCatalogProviderList::new());
+    catalogs.register_catalog(layout::CATALOG.to_string(), Arc::clone(catalog) as _);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_catalog_list(catalogs)
+        .with_default_features()
+        .build();
+    SessionContext::new_with_state(state)
+}

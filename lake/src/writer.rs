@@ -1,0 +1,235 @@
+//! Streaming Parquet writes into the lake.
+//!
+//! Files are written through `object_store` multipart uploads, so memory stays bounded by the
+//! row group being built, and a file becomes visible only when its upload completes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::manifest::{self, Manifest};
+use crate::store::Lake;
+
+/// Rows per Parquet row group: large enough for good compression and scans, small enough that a
+/// writer holds a bounded amount of memory.
+pub const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// A Parquet file that has been completely written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    pub path: Path,
+    pub rows: u64,
+    pub size: u64,
+}
+
+/// Writer settings for every Parquet file in the lake: zstd, bounded row groups, statistics.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by(concat!("shop-analytics ", env!("CARGO_PKG_VERSION")).to_string())
+        .build()
+}
+
+/// One Parquet file being written.
+pub struct ParquetFile {
+    path: Path,
+    writer: AsyncArrowWriter<BufWriter>,
+    rows: u64,
+}
+
+impl ParquetFile {
+    /// Starts a file at `path` (relative to the lake root).
+    pub fn create(lake: &Lake, path: Path, schema: SchemaRef) -> Result<Self> {
+        let object = BufWriter::new(Arc::clone(lake.store()), path.clone());
+        let writer = AsyncArrowWriter::try_new(object, schema, Some(writer_properties())).map_err(
+            |source| Error::Parquet {
+                path: path.to_string(),
+                source,
+            },
+        )?;
+        Ok(Self {
+            path,
+            writer,
+            rows: 0,
+        })
+    }
+
+    /// Appends a batch.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer
+            .write(batch)
+            .await
+            .map_err(|source| Error::Parquet {
+                path: self.path.to_string(),
+                source,
+            })?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Finishes the file: after this returns, it is durable in the store.
+    pub async fn finish(mut self) -> Result<WrittenFile> {
+        self.writer.flush().await.map_err(|source| Error::Parquet {
+            path: self.path.to_string(),
+            source,
+        })?;
+        let size = self.writer.bytes_written() as u64;
+        self.writer.close().await.map_err(|source| Error::Parquet {
+            path: self.path.to_string(),
+            source,
+        })?;
+        Ok(WrittenFile {
+            path: self.path,
+            rows: self.rows,
+            size,
+        })
+    }
+
+    /// Abandons the file: the multipart upload is aborted, nothing becomes visible.
+    pub async fn abort(self) {
+        let path = self.path.clone();
+        let mut object = self.writer.into_inner();
+        if let Err(e) = object.abort().await {
+            tracing::warn!(%path, cause = %e, "could not abort an unfinished upload");
+        }
+    }
+}
+
+/// Writes `batches` as one Parquet file at `path`.
+pub async fn write_file(
+    lake: &Lake,
+    path: Path,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<WrittenFile> {
+    let mut file = ParquetFile::create(lake, path, schema)?;
+    for batch in batches {
+        file.write(batch).await?;
+    }
+    file.finish().await
+}
+
+/// Writes a whole new snapshot of a table and publishes it atomically on [`commit`].
+///
+/// [`commit`]: SnapshotWriter::commit
+pub struct SnapshotWriter {
+    lake: Lake,
+    schema_name: String,
+    table: String,
+    arrow_schema: SchemaRef,
+    snapshot_id: String,
+    expected_version: Option<u64>,
+    rows_per_file: u64,
+    current: Option<ParquetFile>,
+    files: Vec<WrittenFile>,
+}
+
+impl SnapshotWriter {
+    /// Starts a snapshot of `<schema_name>.<table>`, based on the manifest live now.
+    pub async fn begin(
+        lake: &Lake,
+        schema_name: &str,
+        table: &str,
+        arrow_schema: SchemaRef,
+    ) -> Result<Self> {
+        if !layout::is_table_name(table) {
+            return Err(Error::InvalidTableName {
+                name: table.to_string(),
+            });
+        }
+        let expected_version = manifest::read(lake, schema_name, table)
+            .await?
+            .map(|m| m.version);
+        Ok(Self {
+            lake: lake.clone(),
+            schema_name: schema_name.to_string(),
+            table: table.to_string(),
+            arrow_schema,
+            snapshot_id: manifest::new_snapshot_id(),
+            expected_version,
+            rows_per_file: 4 * ROW_GROUP_ROWS as u64,
+            current: None,
+            files: Vec::new(),
+        })
+    }
+
+    /// The id of the snapshot being written.
+    pub fn snapshot_id(&self) -> &str {
+        &self.snapshot_id
+    }
+
+    /// Appends a batch, starting a new file when the current one is full.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let file = match &mut self.current {
+            Some(file) => file,
+            slot @ None => {
+                let path = layout::table_dir(&self.schema_name, &self.table)
+                    .join(self.snapshot_id.as_str())
+                    .join(format!("part-{:05}.parquet", self.files.len()));
+                slot.insert(ParquetFile::create(
+                    &self.lake,
+                    path,
+                    Arc::clone(&self.arrow_schema),
+                )?)
+            }
+        };
+        file.write(batch).await?;
+        if file.rows() >= self.rows_per_file {
+            let full = self.current.take().expect("file was just written");
+            self.files.push(full.finish().await?);
+        }
+        Ok(())
+    }
+
+    /// Finishes the files and switches the manifest to this snapshot.
+    pub async fn commit(mut self, properties: BTreeMap<String, String>) -> Result<Manifest> {
+        if let Some(file) = self.current.take() {
+            self.files.push(file.finish().await?);
+        }
+        if self.files.is_empty() {
+            // An empty table still needs a file so that readers know its schema.
+            let path = layout::table_dir(&self.schema_name, &self.table)
+                .join(self.snapshot_id.as_str())
+                .join("part-00000.parquet");
+            self.files
+                .push(write_file(&self.lake, path, Arc::clone(&self.arrow_schema), &[]).await?);
+        }
+        manifest::publish(
+            &self.lake,
+            &self.schema_name,
+            &self.table,
+            &self.snapshot_id,
+            &self.files,
+            self.expected_version,
+            properties,
+        )
+        .await
+    }
+
+    /// Abandons the snapshot; the live manifest is untouched.
+    pub async fn abort(mut self) {
+        if let Some(file) = self.current.take() {
+            file.abort().await;
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The Flight SQL server over the shop's lake.
+//!
+//! How this crate is laid out:
+//! - [`guard`]: the read-only SQL policy, applied to every SQL text before planning.
+//! - [`query`]: planning and streaming one query within the memory, time, concurrency and result
+//!   limits ([`Limits`]).
+//! - [`service`]: the Flight SQL commands (statements, prepared statements, metadata).
+//! - [`metadata`]: `GetSqlInfo`, `GetXdbcTypeInfo`, column metadata and key listings.
+//! - [`auth`]: Basic → bearer-token authentication.
+//! - [`server`]: the gRPC server: authentication on every call, `GetSchema`, TLS, shutdown.
+//! - [`error`]: the one place errors become gRPC status codes.
+
+pub mod auth;
+pub mod error;
+pub mod guard;
+pub mod metadata;
+pub mod query;
+pub mod server;
+pub mod service;
+
+pub use auth::AuthConfig;
+pub use error::Error;
+pub use query::Limits;
+pub use server::{RunningServer, ServerConfig, StartError, TlsConfig, start};
