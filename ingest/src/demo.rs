@@ -312,14 +312,12 @@ pub fn sellers(spec: &DemoSpec) -> Result<RecordBatch> {
     let mut rng = rng_for(spec.seed, 2);
     let start = Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0).unwrap();
     let n = spec.sellers;
-    let mut cols: (
-        Vec<i64>,
-        Vec<String>,
-        Vec<&str>,
-        Vec<Option<i128>>,
-        Vec<i64>,
-        Vec<i64>,
-    ) = Default::default();
+    let mut ids = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut countries = Vec::with_capacity(n);
+    let mut ratings = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut updated = Vec::with_capacity(n);
     for i in 0..n {
         let id = i as i64 + 1;
         let (_, country) = weighted(&mut rng, &COUNTRIES);
@@ -328,22 +326,22 @@ pub fn sellers(spec: &DemoSpec) -> Result<RecordBatch> {
         let rating = (!rng.random_bool(0.1)).then(|| rng.random_range(250..=500_i128));
         let created_at = start + Duration::seconds(rng.random_range(0..365 * 86_400));
         let updated_at = created_at + Duration::seconds(rng.random_range(0..300 * 86_400));
-        cols.0.push(id);
-        cols.1.push(format!("{adjective} {last} #{id}"));
-        cols.2.push(*country);
-        cols.3.push(rating);
-        cols.4.push(micros(created_at));
-        cols.5.push(micros(updated_at));
+        ids.push(id);
+        names.push(format!("{adjective} {last} #{id}"));
+        countries.push(*country);
+        ratings.push(rating);
+        created.push(micros(created_at));
+        updated.push(micros(updated_at));
     }
     Ok(RecordBatch::try_new(
         sellers_schema(),
         vec![
-            Arc::new(Int64Array::from(cols.0)),
-            Arc::new(StringArray::from(cols.1)),
-            Arc::new(StringArray::from(cols.2)),
-            nullable_decimal(cols.3, 3, 2)?,
-            timestamps(cols.4),
-            timestamps(cols.5),
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(countries)),
+            nullable_decimal(ratings, 3, 2)?,
+            timestamps(created),
+            timestamps(updated),
         ],
     )?)
 }
@@ -398,6 +396,16 @@ pub fn products(spec: &DemoSpec) -> Result<(RecordBatch, Vec<i64>, Vec<i128>)> {
     Ok((batch, sellers, prices))
 }
 
+struct PurchaseRow {
+    at: i64,
+    id: [u8; 16],
+    customer: i64,
+    product: i64,
+    seller: i64,
+    quantity: i32,
+    price: i128,
+}
+
 /// Purchases of one day.
 pub fn purchases_of_day(
     spec: &DemoSpec,
@@ -421,7 +429,7 @@ pub fn purchases_of_day(
     let customer_dist = Zipf::new(spec.customers as f64, 0.9).expect("valid Zipf parameters");
     let product_dist = Zipf::new(product_prices.len() as f64, 1.05).expect("valid Zipf parameters");
     let midnight = day.and_hms_opt(0, 0, 0).expect("valid time").and_utc();
-    let mut rows: Vec<(i64, [u8; 16], i64, i64, i64, i32, i128)> = Vec::with_capacity(count);
+    let mut rows: Vec<PurchaseRow> = Vec::with_capacity(count);
     for _ in 0..count {
         let customer = customer_dist.sample(&mut rng) as i64;
         // Zipf rank → product id, scattered so that popular products are not simply ids 1, 2, 3.
@@ -447,21 +455,21 @@ pub fn purchases_of_day(
         };
         let at = micros(midnight + Duration::seconds(second)) + rng.random_range(0..1_000_000);
         let id: [u8; 16] = rng.random();
-        rows.push((
+        rows.push(PurchaseRow {
             at,
             id,
             customer,
-            product_idx as i64 + 1,
-            product_sellers[product_idx],
+            product: product_idx as i64 + 1,
+            seller: product_sellers[product_idx],
             quantity,
             price,
-        ));
+        });
     }
-    rows.sort_by_key(|r| r.0);
+    rows.sort_by_key(|r| r.at);
     let ids: Vec<String> = rows
         .iter()
         .map(|r| {
-            uuid::Builder::from_random_bytes(r.1)
+            uuid::Builder::from_random_bytes(r.id)
                 .into_uuid()
                 .to_string()
         })
@@ -470,13 +478,17 @@ pub fn purchases_of_day(
         purchases_file_schema(),
         vec![
             Arc::new(StringArray::from(ids)),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.4))),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.5))),
-            decimal(rows.iter().map(|r| r.6).collect(), 12, 2)?,
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.customer),
+            )),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.product))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.seller))),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.quantity),
+            )),
+            decimal(rows.iter().map(|r| r.price).collect(), 12, 2)?,
             Arc::new(StringArray::from(vec!["EUR"; rows.len()])),
-            timestamps(rows.iter().map(|r| r.0).collect()),
+            timestamps(rows.iter().map(|r| r.at).collect()),
         ],
     )?)
 }

@@ -305,11 +305,7 @@ fn parameter_rows(batch: &RecordBatch, expected: &Schema) -> Result<Vec<ParamVal
 /// The schema sent to clients: view types replaced by their plain counterparts, at any depth.
 pub fn wire_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(
-        schema
-            .fields()
-            .iter()
-            .map(|f| wire_field(f))
-            .collect::<Vec<_>>(),
+        schema.fields().iter().map(wire_field).collect::<Vec<_>>(),
         schema.metadata().clone(),
     ))
 }

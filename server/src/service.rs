@@ -73,12 +73,19 @@ impl Handle {
     }
 }
 
+/// Parameters bound to prepared statements, by handle id, oldest first.
+#[derive(Debug, Default)]
+struct BoundParams {
+    by_id: HashMap<u64, Vec<u8>>,
+    order: VecDeque<u64>,
+}
+
 /// The Flight SQL implementation.
 #[derive(Debug)]
 pub struct SqlService {
     engine: Arc<Engine>,
     auth: Arc<Authenticator>,
-    bound: Mutex<(HashMap<u64, Vec<u8>>, VecDeque<u64>)>,
+    bound: Mutex<BoundParams>,
 }
 
 impl SqlService {
@@ -95,23 +102,21 @@ impl SqlService {
     }
 
     fn remember(&self, id: u64, params: Vec<u8>) {
-        let mut guard = self.bound.lock().expect("bound lock poisoned");
-        let (map, order) = &mut *guard;
-        if map.insert(id, params).is_none() {
-            order.push_back(id);
+        let mut bound = self.bound.lock().expect("bound lock poisoned");
+        if bound.by_id.insert(id, params).is_none() {
+            bound.order.push_back(id);
         }
-        while order.len() > MAX_BOUND {
-            if let Some(old) = order.pop_front() {
-                map.remove(&old);
+        while bound.order.len() > MAX_BOUND {
+            if let Some(old) = bound.order.pop_front() {
+                bound.by_id.remove(&old);
             }
         }
     }
 
     fn forget(&self, id: u64) {
-        let mut guard = self.bound.lock().expect("bound lock poisoned");
-        let (map, order) = &mut *guard;
-        if map.remove(&id).is_some() {
-            order.retain(|x| *x != id);
+        let mut bound = self.bound.lock().expect("bound lock poisoned");
+        if bound.by_id.remove(&id).is_some() {
+            bound.order.retain(|x| *x != id);
         }
     }
 
@@ -119,7 +124,7 @@ impl SqlService {
     fn params_of(&self, handle: &Handle) -> Result<Option<RecordBatch>, Error> {
         let bytes = if handle.params.is_empty() {
             let guard = self.bound.lock().expect("bound lock poisoned");
-            match guard.0.get(&handle.id) {
+            match guard.by_id.get(&handle.id) {
                 Some(bytes) if handle.id != 0 => bytes.clone(),
                 _ => return Ok(None),
             }
@@ -335,11 +340,7 @@ impl FlightSqlService for SqlService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(
-            &query.clone().into_builder().schema(),
-            query,
-            request.into_inner(),
-        )
+        metadata_info(&query.into_builder().schema(), query, request.into_inner())
     }
 
     async fn get_flight_info_schemas(
@@ -371,11 +372,7 @@ impl FlightSqlService for SqlService {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(
-            &query.clone().into_builder().schema(),
-            query,
-            request.into_inner(),
-        )
+        metadata_info(&query.into_builder().schema(), query, request.into_inner())
     }
 
     async fn get_flight_info_sql_info(
