@@ -260,7 +260,13 @@ impl LakeSchema {
                 loaded_at: previous.loaded_at,
             })));
         }
-        let url = ListingTableUrl::parse(format!("{}/", Lake::url_of(&dir)))?;
+        let url = url::Url::parse(&format!("{}/", Lake::url_of(&dir)))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // Data files only: names starting with `_` or `.` are manifests, dead letters and
+        // uploads in flight. With DataFusion's default of ignoring subfolders that are not
+        // `key=value` partitions, the pattern applies to the file name in the table folder or
+        // in a partition folder, and any other folder (`_rejected/`, `.tmp/`) is skipped.
+        let url = ListingTableUrl::try_new(url, Some(data_file_pattern()))?;
         let config =
             ListingTableConfig::new(url).with_listing_options(listing_options(&partitions));
         let provider = self.build(config).await?;
@@ -331,6 +337,11 @@ impl LakeSchema {
         }
         Ok(Some(columns))
     }
+}
+
+/// File names that are data: not hidden, ending in `.parquet`.
+fn data_file_pattern() -> glob::Pattern {
+    glob::Pattern::new("[!_.]*.parquet").expect("a valid pattern")
 }
 
 /// Listing options of every lake table: Parquet without view types (clients cannot read

@@ -83,15 +83,36 @@ fn check_sql_statement(statement: &Statement) -> Result<(), Error> {
     }
 }
 
-/// The statement's leading keywords, for messages: `INSERT`, `CREATE TABLE`, `SET`.
+/// The statement's leading keywords, for messages: `INSERT`, `CREATE OR REPLACE VIEW`, `SET`.
 fn statement_kind(statement: &Statement) -> String {
+    const OBJECTS: [&str; 14] = [
+        "TABLE",
+        "VIEW",
+        "INDEX",
+        "SCHEMA",
+        "DATABASE",
+        "FUNCTION",
+        "SEQUENCE",
+        "TYPE",
+        "ROLE",
+        "USER",
+        "EXTENSION",
+        "TRIGGER",
+        "PROCEDURE",
+        "MACRO",
+    ];
     let text = statement.to_string();
-    let words: Vec<&str> = text.split_whitespace().take(3).collect();
+    let words: Vec<&str> = text.split_whitespace().take(6).collect();
     match words.as_slice() {
-        [first, second, ..]
-            if matches!(*first, "CREATE" | "DROP" | "ALTER" | "TRUNCATE" | "SHOW") =>
-        {
-            format!("{first} {second}")
+        [first, rest @ ..] if matches!(*first, "CREATE" | "DROP" | "ALTER" | "TRUNCATE") => {
+            let end = rest
+                .iter()
+                .position(|w| OBJECTS.contains(w))
+                .map_or(0, |i| i + 1);
+            std::iter::once(*first)
+                .chain(rest[..end].iter().copied())
+                .collect::<Vec<_>>()
+                .join(" ")
         }
         [first, ..] => first.to_string(),
         [] => "this statement".into(),
@@ -192,6 +213,12 @@ mod tests {
             ("DELETE FROM customers", "DELETE"),
             ("CREATE TABLE t AS SELECT 1", "CREATE TABLE"),
             ("CREATE VIEW v AS SELECT 1", "CREATE VIEW"),
+            (
+                "CREATE OR REPLACE VIEW v AS SELECT 1",
+                "CREATE OR REPLACE VIEW",
+            ),
+            ("CREATE UNIQUE INDEX i ON t (a)", "CREATE UNIQUE INDEX"),
+            ("DROP VIEW IF EXISTS v", "DROP VIEW"),
             (
                 "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/'",
                 "CREATE EXTERNAL TABLE",

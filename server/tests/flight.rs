@@ -439,7 +439,7 @@ async fn new_tables_and_files_are_visible_without_a_restart() {
     let (_, sellers, prices) = demo::products(&f.spec).unwrap();
     let extra = demo::purchases_of_day(&f.spec, f.spec.first_day(), &sellers, &prices).unwrap();
     let path = object_store::path::Path::from("stage/purchases/dt=2027-01-01/late-00000.parquet");
-    shop_lake::writer::write_file(&f.lake, path, extra.schema(), &[extra.clone()])
+    shop_lake::writer::write_file(&f.lake, path, extra.schema(), std::slice::from_ref(&extra))
         .await
         .unwrap();
     let after = single_i64(&query(&mut f.client, "SELECT count(*) FROM purchases").await);
@@ -447,7 +447,7 @@ async fn new_tables_and_files_are_visible_without_a_restart() {
 
     // A brand-new table is queryable at once and listed by GetTables within the refresh interval.
     let path = object_store::path::Path::from("stage/returns/part-0.parquet");
-    shop_lake::writer::write_file(&f.lake, path, extra.schema(), &[extra.clone()])
+    shop_lake::writer::write_file(&f.lake, path, extra.schema(), std::slice::from_ref(&extra))
         .await
         .unwrap();
     assert_eq!(

@@ -1,0 +1,109 @@
+"""Reading the lake's Parquet files directly, for an independent reference engine (DuckDB).
+
+The lake layout (see lake/src/layout.rs):
+
+    <lake>/stage/<table>/_manifest.json              snapshot tables: the manifest lists the live files
+    <lake>/stage/<table>/<snapshot-id>/part-N.parquet
+    <lake>/stage/purchases/dt=YYYY-MM-DD/*.parquet   append tables: every Parquet file below the folder
+    <lake>/analytics/<table>/dt=YYYY-MM-DD/*.parquet
+
+Names starting with ``_`` or ``.`` are never data files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+SCHEMAS = ("stage", "analytics")
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(("_", ".")) for part in rel.parts)
+
+
+def table_files(lake: Path, schema: str, table: str) -> list[Path]:
+    """The live Parquet files of a table: the manifest's list, else every visible Parquet file."""
+    table_dir = Path(lake) / schema / table
+    manifest = table_dir / "_manifest.json"
+    if manifest.is_file():
+        doc = json.loads(manifest.read_text())
+        files = []
+        for entry in doc["files"]:
+            # Entries are {"path": ..., "size": ..., "rows": ...}; plain strings are accepted too.
+            rel = entry["path"] if isinstance(entry, dict) else entry
+            files.append(table_dir / rel)
+        return sorted(files)
+    return sorted(
+        p
+        for p in table_dir.rglob("*.parquet")
+        if p.is_file() and not _hidden(p.relative_to(table_dir))
+    )
+
+
+def tables(lake: Path) -> dict[str, list[str]]:
+    """schema → table names found on disk."""
+    out: dict[str, list[str]] = {}
+    for schema in SCHEMAS:
+        root = Path(lake) / schema
+        if not root.is_dir():
+            continue
+        out[schema] = sorted(
+            d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(("_", "."))
+        )
+    return out
+
+
+def _partition_keys(table_dir: Path, files: list[Path]) -> list[str]:
+    keys: list[str] = []
+    for part in files[0].relative_to(table_dir).parts[:-1]:
+        if "=" in part:
+            keys.append(part.split("=", 1)[0])
+    return keys
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def register(con: duckdb.DuckDBPyConnection, lake: Path) -> dict[str, list[Path]]:
+    """Creates DuckDB views ``stage.<t>`` and ``analytics.<t>`` over the live files of every table.
+
+    Hive partition folders (``dt=...``) become columns unless the files already hold the column;
+    ``dt`` is read as a DATE. Returns the files of each ``schema.table``.
+    """
+    registered: dict[str, list[Path]] = {}
+    for schema, names in tables(lake).items():
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for table in names:
+            table_dir = Path(lake) / schema / table
+            files = table_files(lake, schema, table)
+            if not files:
+                continue
+            file_columns = set(pq.read_schema(files[0]).names)
+            keys = [k for k in _partition_keys(table_dir, files) if k not in file_columns]
+            listing = "[" + ", ".join(_sql_str(str(f)) for f in files) + "]"
+            if keys:
+                types = ", ".join(
+                    f"{_sql_str(k)}: {'DATE' if k == 'dt' else 'VARCHAR'}" for k in keys
+                )
+                source = (
+                    f"read_parquet({listing}, hive_partitioning = true, "
+                    f"hive_types = {{{types}}})"
+                )
+            else:
+                source = f"read_parquet({listing}, hive_partitioning = false)"
+            con.execute(f"CREATE OR REPLACE VIEW {schema}.{table} AS SELECT * FROM {source}")
+            registered[f"{schema}.{table}"] = files
+    return registered
+
+
+def duckdb_over(lake: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the lake's tables as views, in UTC."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    register(con, lake)
+    return con
