@@ -16,15 +16,14 @@ use shop_lake::{Lake, layout};
 /// Errors of the analytics layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("aggregate {table} for {day}: {source}")]
+    #[error("aggregate {table} for {day}: {cause}")]
     Query {
         table: String,
         day: NaiveDate,
-        #[source]
-        source: datafusion::error::DataFusionError,
+        cause: datafusion::error::DataFusionError,
     },
     #[error("listing the days of stage.purchases: {0}")]
-    Days(#[source] datafusion::error::DataFusionError),
+    Days(datafusion::error::DataFusionError),
     #[error(transparent)]
     Lake(#[from] shop_lake::Error),
 }
@@ -59,7 +58,7 @@ pub async fn refresh_day(
     let wrap = |source| Error::Query {
         table: aggregate.table.to_string(),
         day,
-        source,
+        cause: source,
     };
     let sql = format!(
         "SELECT * FROM ({}) AS agg WHERE dt = DATE '{}'",
@@ -77,7 +76,7 @@ pub async fn refresh_day(
             Err(e) => {
                 return Err(shop_lake::Error::Store {
                     path: path.to_string(),
-                    source: e,
+                    cause: e,
                 }
                 .into());
             }

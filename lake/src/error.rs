@@ -6,25 +6,19 @@ pub enum Error {
     #[error("invalid lake location {location:?}: {reason}")]
     InvalidLocation { location: String, reason: String },
 
-    #[error("object store error at {path}: {source}")]
+    #[error("object store error at {path}: {cause}")]
     Store {
         path: String,
-        #[source]
-        source: object_store::Error,
+        cause: object_store::Error,
     },
 
-    #[error("cannot create lake folder {path}: {source}")]
-    LocalFolder {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot create lake folder {path}: {cause}")]
+    LocalFolder { path: String, cause: std::io::Error },
 
-    #[error("manifest {path} is not valid: {source}")]
+    #[error("manifest {path} is not valid: {cause}")]
     Manifest {
         path: String,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 
     #[error("manifest {path} was changed by another writer (expected version {expected})")]
@@ -33,11 +27,10 @@ pub enum Error {
     #[error("invalid table name {name:?}: table names are lower-case letters, digits and '_'")]
     InvalidTableName { name: String },
 
-    #[error("parquet error writing {path}: {source}")]
+    #[error("parquet error writing {path}: {cause}")]
     Parquet {
         path: String,
-        #[source]
-        source: parquet::errors::ParquetError,
+        cause: parquet::errors::ParquetError,
     },
 
     #[error(transparent)]
@@ -51,7 +44,7 @@ impl Error {
     pub(crate) fn store(path: impl std::fmt::Display, source: object_store::Error) -> Self {
         Self::Store {
             path: path.to_string(),
-            source,
+            cause: source,
         }
     }
 }

@@ -63,7 +63,7 @@ pub async fn read(lake: &Lake, schema: &str, table: &str) -> Result<Option<Manif
         .map(Some)
         .map_err(|source| Error::Manifest {
             path: path.to_string(),
-            source,
+            cause: source,
         })
 }
 
@@ -115,7 +115,7 @@ pub async fn publish(
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|source| Error::Manifest {
         path: layout::manifest_path(schema, table).to_string(),
-        source,
+        cause: source,
     })?;
     lake.put_bytes(&layout::manifest_path(schema, table), json)
         .await?;

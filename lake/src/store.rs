@@ -83,11 +83,11 @@ impl Lake {
         };
         std::fs::create_dir_all(&path).map_err(|source| Error::LocalFolder {
             path: path.display().to_string(),
-            source,
+            cause: source,
         })?;
         let path = std::fs::canonicalize(&path).map_err(|source| Error::LocalFolder {
             path: path.display().to_string(),
-            source,
+            cause: source,
         })?;
         let store =
             LocalFileSystem::new_with_prefix(&path).map_err(|e| Error::store(path.display(), e))?;

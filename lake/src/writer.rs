@@ -56,7 +56,7 @@ impl ParquetFile {
         let writer = AsyncArrowWriter::try_new(object, schema, Some(writer_properties())).map_err(
             |source| Error::Parquet {
                 path: path.to_string(),
-                source,
+                cause: source,
             },
         )?;
         Ok(Self {
@@ -73,7 +73,7 @@ impl ParquetFile {
             .await
             .map_err(|source| Error::Parquet {
                 path: self.path.to_string(),
-                source,
+                cause: source,
             })?;
         self.rows += batch.num_rows() as u64;
         Ok(())
@@ -88,12 +88,12 @@ impl ParquetFile {
     pub async fn finish(mut self) -> Result<WrittenFile> {
         self.writer.flush().await.map_err(|source| Error::Parquet {
             path: self.path.to_string(),
-            source,
+            cause: source,
         })?;
         let size = self.writer.bytes_written() as u64;
         self.writer.close().await.map_err(|source| Error::Parquet {
             path: self.path.to_string(),
-            source,
+            cause: source,
         })?;
         Ok(WrittenFile {
             path: self.path,

@@ -11,10 +11,10 @@ const MAX_MESSAGE: usize = 2_000;
 pub enum Error {
     /// The SQL text does not parse.
     #[error("SQL syntax error: {0}")]
-    Sql(#[source] DataFusionError),
+    Sql(DataFusionError),
     /// Planning or running the query failed.
     #[error("{0}")]
-    Query(#[source] DataFusionError),
+    Query(DataFusionError),
     /// The request is malformed (bad handle, wrong parameters, several statements).
     #[error("{0}")]
     InvalidRequest(String),

@@ -53,31 +53,34 @@ pub struct TlsConfig {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot read TLS file {path}: {source}")]
+    #[error("cannot read TLS file {path}: {cause}")]
     TlsFile {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    #[error("{path} does not hold a PEM {expected} (a '-----BEGIN …' block)")]
+    TlsPem {
+        path: PathBuf,
+        expected: &'static str,
     },
     #[error("invalid TLS configuration: {0}")]
-    Tls(#[source] tonic::transport::Error),
-    #[error("cannot read the lake at {location}: {source}")]
+    Tls(tonic::transport::Error),
+    #[error("cannot read the lake at {location}: {cause}")]
     Lake {
         location: String,
-        #[source]
-        source: shop_lake::Error,
+        cause: shop_lake::Error,
     },
 }
 
 /// A server running in the background.
 pub struct RunningServer {
     addr: SocketAddr,
+    tls: bool,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     refresher: JoinHandle<()>,
@@ -87,6 +90,12 @@ impl RunningServer {
     /// The bound address (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address as a Flight URI: `grpc://…`, or `grpc+tls://…` with TLS.
+    pub fn uri(&self) -> String {
+        let scheme = if self.tls { "grpc+tls" } else { "grpc" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting calls, lets running calls finish, and waits for the server to end.
@@ -111,7 +120,7 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
     let catalog = LakeCatalog::new(lake.clone(), config.catalog.clone());
     catalog.refresh().await.map_err(|source| StartError::Lake {
         location: lake.location().to_string(),
-        source,
+        cause: source,
     })?;
     let refresher = catalog.spawn_refresher();
     let engine = Arc::new(Engine::new(&lake, catalog, config.limits.clone()));
@@ -124,11 +133,11 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         .await
         .map_err(|source| StartError::Bind {
             addr: config.listen,
-            source,
+            cause: source,
         })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,
-        source,
+        cause: source,
     })?;
 
     let mut builder = Server::builder()
@@ -137,13 +146,25 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         // JDBC forwards connection properties as headers; the 8 KiB default is too small.
         .http2_max_header_list_size(64 * 1024);
     if let Some(tls) = &config.tls {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|source| StartError::TlsFile {
+        let read = |path: &PathBuf, expected: &'static str, marker: &str| {
+            let pem = std::fs::read(path).map_err(|source| StartError::TlsFile {
                 path: path.clone(),
-                source,
-            })
+                cause: source,
+            })?;
+            let text = String::from_utf8_lossy(&pem);
+            if text.contains("-----BEGIN") && text.contains(marker) {
+                Ok(pem)
+            } else {
+                Err(StartError::TlsPem {
+                    path: path.clone(),
+                    expected,
+                })
+            }
         };
-        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        let identity = Identity::from_pem(
+            read(&tls.cert, "certificate", "CERTIFICATE-----")?,
+            read(&tls.key, "private key", "PRIVATE KEY-----")?,
+        );
         builder = builder
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(StartError::Tls)?;
@@ -168,6 +189,7 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
     tracing::info!(%addr, lake = %lake.location(), tls = config.tls.is_some(), auth = !config.auth.users.is_empty(), "Flight SQL server listening");
     Ok(RunningServer {
         addr,
+        tls: config.tls.is_some(),
         stop,
         task,
         refresher,

@@ -238,3 +238,27 @@ def test_missing_tls_file_stops_serve(tls_files, tls_lake, missing):
     assert done.returncode != 0, f"serve exited with 0:\n{output}"
     assert str(files[missing]) in output, f"the message does not name the file:\n{output}"
     assert not ready.exists(), "serve wrote a ready file although it cannot serve"
+
+
+@pytest.mark.parametrize("broken", ["cert", "key"])
+def test_a_tls_file_that_is_not_pem_is_named(tls_files, tls_lake, broken):
+    files = {"cert": tls_files["cert"], "key": tls_files["key"]}
+    garbage = tls_files["dir"] / f"garbage-{broken}.pem"
+    garbage.write_text("this is not a PEM file\n")
+    files[broken] = garbage
+    ready = tls_files["dir"] / f"garbage-{broken}.ready"
+    done = _run(
+        [
+            shop_bin(), "serve", "--lake", tls_lake, "--listen", "127.0.0.1:0",
+            "--ready-file", ready, "--tls-cert", files["cert"], "--tls-key", files["key"],
+        ],
+        tls_files["dir"],
+        timeout=60,
+        env=_clean_env({}),
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, f"serve exited with 0:\n{output}"
+    assert str(garbage) in output and "PEM" in output, f"unclear message:\n{output}"
+    # The cause is printed once, not repeated by the error chain.
+    assert output.count("does not hold a PEM") == 1, output
+    assert not ready.exists()

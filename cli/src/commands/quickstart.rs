@@ -43,7 +43,7 @@ pub async fn run(args: QuickstartArgs, file: Option<&Path>) -> anyhow::Result<()
     }
     build_aggregates(&lake).await?;
     let running = serve::start(&lake, server).await?;
-    print_connection_help(&running.addr().to_string());
+    print_connection_help(&running.uri(), &running.addr().to_string());
     serve::wait_for_shutdown(running).await
 }
 
@@ -162,19 +162,24 @@ async fn build_aggregates(lake: &Lake) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_connection_help(addr: &str) {
+fn print_connection_help(uri: &str, addr: &str) {
+    let jdbc_options = if uri.starts_with("grpc+tls") {
+        ""
+    } else {
+        "?useEncryption=false"
+    };
     println!(
         r#"
-shop-analytics is serving Flight SQL on grpc://{addr}  (Ctrl-C to stop)
+shop-analytics is serving Flight SQL on {uri}  (Ctrl-C to stop)
 
   Python (pip install adbc-driver-flightsql pandas pyarrow):
     import adbc_driver_flightsql.dbapi as flightsql
-    conn = flightsql.connect("grpc://{addr}")
+    conn = flightsql.connect("{uri}")
     cur = conn.cursor()
     cur.execute("SELECT * FROM analytics.daily_sales ORDER BY dt")
     print(cur.fetch_df())
 
-  JDBC (DBeaver, …): jdbc:arrow-flight-sql://{addr}?useEncryption=false
+  JDBC (DBeaver, …): jdbc:arrow-flight-sql://{addr}{jdbc_options}
   Tables: shop.stage.customers, sellers, products, purchases; shop.analytics.daily_sales
 "#
     );
