@@ -63,11 +63,13 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo build (all targets, so that the tests and the binary share one feature set)"
+cargo build --workspace --all-targets --locked
+
 step "cargo test"
 cargo test --workspace --locked
 
 step "python end-to-end tests (ADBC, pandas, polars, raw Flight) and the compose file checks"
-cargo build --locked --bin shop-analytics
 export SHOP_BIN="$CARGO_TARGET_DIR/debug/shop-analytics"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e tests/compose
 

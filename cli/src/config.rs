@@ -186,6 +186,11 @@ pub struct ServerArgs {
     #[arg(long, env = "SHOP_MAX_RESULT_BYTES", value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_result_bytes: Option<String>,
+    /// While a query has produced nothing for this many seconds, an empty batch keeps the stream
+    /// alive through proxies [default: 5]
+    #[arg(long, env = "SHOP_IDLE_KEEPALIVE_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_keepalive_secs: Option<u64>,
     /// How often the catalog looks for new tables and snapshots, in milliseconds [default: 2000]
     #[arg(long, env = "SHOP_CATALOG_REFRESH_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -281,6 +286,9 @@ impl ServerArgs {
             max_result_rows: m.max_result_rows.or(defaults.max_result_rows),
             max_result_bytes: bytes(&m.max_result_bytes, "max_result_bytes")?
                 .or(defaults.max_result_bytes),
+            idle_keepalive: m
+                .idle_keepalive_secs
+                .map_or(defaults.idle_keepalive, |s| Duration::from_secs(s.max(1))),
         };
         if limits.max_concurrent_queries == 0 {
             bail!("max_concurrent_queries must be at least 1");

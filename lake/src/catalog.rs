@@ -102,11 +102,6 @@ impl LakeCatalog {
             }
         })
     }
-
-    /// One of the lake's schemas.
-    pub fn lake_schema(&self, name: &str) -> Option<&Arc<LakeSchema>> {
-        self.schemas.get(name)
-    }
 }
 
 impl CatalogProvider for LakeCatalog {
@@ -224,14 +219,7 @@ impl LakeSchema {
             if manifest.files.is_empty() {
                 return Ok(None);
             }
-            let dir = layout::table_dir(&self.name, name);
-            let urls = manifest
-                .files
-                .iter()
-                .map(|f| {
-                    ListingTableUrl::parse(Lake::url_of(&Path::from(format!("{dir}/{}", f.path))))
-                })
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            let urls = self.snapshot_folders(name, &manifest).await?;
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(listing_options(&[]));
             let provider = self.build(config).await?;
@@ -260,13 +248,7 @@ impl LakeSchema {
                 loaded_at: previous.loaded_at,
             })));
         }
-        let url = url::Url::parse(&format!("{}/", Lake::url_of(&dir)))
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        // Data files only: names starting with `_` or `.` are manifests, dead letters and
-        // uploads in flight. With DataFusion's default of ignoring subfolders that are not
-        // `key=value` partitions, the pattern applies to the file name in the table folder or
-        // in a partition folder, and any other folder (`_rejected/`, `.tmp/`) is skipped.
-        let url = ListingTableUrl::try_new(url, Some(data_file_pattern()))?;
+        let url = data_files_in(&dir)?;
         let config =
             ListingTableConfig::new(url).with_listing_options(listing_options(&partitions));
         let provider = self.build(config).await?;
@@ -277,6 +259,59 @@ impl LakeSchema {
                 loaded_at: Instant::now(),
             })
         }))
+    }
+
+    /// The folders of a snapshot, checked to hold exactly the files its manifest names.
+    ///
+    /// Object stores list prefixes, not single files (a file URL finds nothing on S3), so a
+    /// snapshot table reads the folders its files are in. Writers put every snapshot in a fresh
+    /// folder, so those folders hold exactly the manifest's files; anything else there is
+    /// refused rather than read.
+    async fn snapshot_folders(
+        &self,
+        name: &str,
+        manifest: &manifest::Manifest,
+    ) -> Result<Vec<ListingTableUrl>> {
+        use std::collections::BTreeSet;
+        let dir = layout::table_dir(&self.name, name);
+        let listed: BTreeSet<String> = manifest
+            .files
+            .iter()
+            .map(|f| format!("{dir}/{}", f.path))
+            .collect();
+        let folders: BTreeSet<Path> = listed
+            .iter()
+            .map(|file| {
+                let path = Path::from(file.as_str());
+                let parts: Vec<_> = path.parts().collect();
+                Path::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned())
+            })
+            .collect();
+        let mut found = BTreeSet::new();
+        for folder in &folders {
+            let listing = self
+                .lake
+                .store()
+                .list_with_delimiter(Some(folder))
+                .await
+                .map_err(|e| Error::store(folder, e))?;
+            found.extend(
+                listing
+                    .objects
+                    .into_iter()
+                    .filter(|o| o.location.filename().is_some_and(is_data_file))
+                    .map(|o| o.location.to_string()),
+            );
+        }
+        if found != listed {
+            let missing: Vec<_> = listed.difference(&found).collect();
+            let extra: Vec<_> = found.difference(&listed).collect();
+            return Err(Error::SnapshotMismatch {
+                table: format!("{}.{name}", self.name),
+                detail: format!("missing {missing:?}, not in the manifest {extra:?}"),
+            });
+        }
+        folders.iter().map(data_files_in).collect()
     }
 
     /// Infers the file schema and builds the table. A partition column that the files also
@@ -342,6 +377,20 @@ impl LakeSchema {
 /// File names that are data: not hidden, ending in `.parquet`.
 fn data_file_pattern() -> glob::Pattern {
     glob::Pattern::new("[!_.]*.parquet").expect("a valid pattern")
+}
+
+fn is_data_file(name: &str) -> bool {
+    data_file_pattern().matches(name)
+}
+
+/// The data files below `folder`. Names starting with `_` or `.` are manifests, dead letters and
+/// uploads in flight. With DataFusion's default of ignoring subfolders that are not `key=value`
+/// partitions, the pattern applies to file names in the folder or in partition folders, and any
+/// other folder (`_rejected/`, `.tmp/`) is skipped.
+fn data_files_in(folder: &Path) -> Result<ListingTableUrl> {
+    let url = url::Url::parse(&format!("{}/", Lake::url_of(folder)))
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    Ok(ListingTableUrl::try_new(url, Some(data_file_pattern()))?)
 }
 
 /// Listing options of every lake table: Parquet without view types (clients cannot read

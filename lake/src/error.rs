@@ -24,6 +24,9 @@ pub enum Error {
     #[error("manifest {path} was changed by another writer (expected version {expected})")]
     ManifestConflict { path: String, expected: u64 },
 
+    #[error("snapshot of {table} does not match its manifest: {detail}")]
+    SnapshotMismatch { table: String, detail: String },
+
     #[error("invalid table name {name:?}: table names are lower-case letters, digits and '_'")]
     InvalidTableName { name: String },
 

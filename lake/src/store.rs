@@ -134,14 +134,6 @@ impl Lake {
         })
     }
 
-    /// Wraps an existing object store (tests, embedding).
-    pub fn from_store(store: Arc<dyn ObjectStore>, location: impl Into<String>) -> Self {
-        Self {
-            store,
-            location: location.into(),
-        }
-    }
-
     /// The object store, rooted at the lake root.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store

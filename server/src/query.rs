@@ -43,6 +43,9 @@ pub struct Limits {
     pub max_result_rows: Option<u64>,
     /// In-memory bytes one result may have (`None`: unlimited).
     pub max_result_bytes: Option<u64>,
+    /// While a query produces nothing for this long, an empty batch is sent so that proxies and
+    /// load balancers keep the stream open.
+    pub idle_keepalive: Duration,
 }
 
 impl Default for Limits {
@@ -53,6 +56,7 @@ impl Default for Limits {
             max_concurrent_queries: 8,
             max_result_rows: None,
             max_result_bytes: Some(8 << 30),
+            idle_keepalive: Duration::from_secs(5),
         }
     }
 }
@@ -120,8 +124,9 @@ impl Engine {
         }
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    /// How long a result stream may stay silent before a keep-alive batch is sent.
+    pub fn idle_keepalive(&self) -> Duration {
+        self.limits.idle_keepalive
     }
 
     pub fn catalog(&self) -> &Arc<LakeCatalog> {

@@ -9,11 +9,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::Schema;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow::ipc::writer::{
+    DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions, StreamWriter,
+};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -35,7 +38,7 @@ use arrow_flight::{
     HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use datafusion::catalog::CatalogProvider;
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use shop_lake::layout;
 use tonic::{Request, Response, Status, Streaming};
@@ -146,10 +149,11 @@ impl SqlService {
         let params = self.params_of(&handle)?;
         let (schema, batches) = self.engine.execute(&handle.sql, params.as_ref()).await?;
         let flight = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
+            .with_schema(Arc::clone(&schema))
             .build(batches.map_err(|e| FlightError::Tonic(Box::new(Status::from(e)))))
             .map_err(Status::from);
-        Ok(Response::new(Box::pin(flight)))
+        let every = self.engine.idle_keepalive();
+        Ok(Response::new(keep_alive(Box::pin(flight), &schema, every)))
     }
 
     /// The schema a command's result will have, without running it (for `GetSchema`).
@@ -210,6 +214,41 @@ impl SqlService {
         }
         Ok(builder.build().map_err(Error::from)?)
     }
+}
+
+/// Sends an empty record batch whenever `inner` has been silent for `every` after its first
+/// message (the schema), so that proxies and load balancers do not close a stream whose query is
+/// still working. The arrow-flight encoder drops empty batches, and clients reject messages
+/// without an IPC header, so the empty batch is encoded here, once.
+fn keep_alive(inner: DoGetStream, schema: &SchemaRef, every: Duration) -> DoGetStream {
+    let empty = IpcDataGenerator::default()
+        .encode(
+            &RecordBatch::new_empty(Arc::clone(schema)),
+            &mut DictionaryTracker::new(false),
+            &IpcWriteOptions::default(),
+            &mut IpcWriteContext::default(),
+        )
+        .map(|(_, batch)| FlightData::from(batch));
+    let Ok(empty) = empty else {
+        return inner;
+    };
+    Box::pin(futures::stream::unfold(
+        (inner, false),
+        move |(mut inner, started)| {
+            let empty = empty.clone();
+            async move {
+                if !started {
+                    let first = inner.next().await?;
+                    return Some((first, (inner, true)));
+                }
+                // Dropping `next()` on a timeout is safe: the stream keeps its own state.
+                match tokio::time::timeout(every, inner.next()).await {
+                    Ok(item) => item.map(|item| (item, (inner, true))),
+                    Err(_) => Some((Ok(empty), (inner, true))),
+                }
+            }
+        },
+    ))
 }
 
 /// A `FlightInfo` with one endpoint whose ticket is `ticket` (served by this same server).
@@ -680,9 +719,4 @@ impl FlightSqlService for SqlService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-/// The schema sent for an empty parameter list, exposed for tests.
-pub fn empty_parameter_schema() -> Schema {
-    Schema::empty()
 }

@@ -543,6 +543,44 @@ async fn limits_stop_queries_with_clear_codes() {
     .await;
     assert_eq!(code, Code::DeadlineExceeded, "{message}");
 
+    // Keep-alive: a query that produces nothing for a while still sends (empty) batches, then
+    // ends with the deadline.
+    let mut f = fixture(|c| {
+        c.limits.query_timeout = Duration::from_secs(2);
+        c.limits.idle_keepalive = Duration::from_millis(100);
+    })
+    .await;
+    let info = f
+        .client
+        .execute(
+            "SELECT count(*) FROM generate_series(1, 100000) a, generate_series(1, 100000) b"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut stream = f
+        .client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    let mut empty_batches = 0;
+    let end = loop {
+        match stream.try_next().await {
+            Ok(Some(batch)) => {
+                assert_eq!(batch.num_rows(), 0, "the cross join cannot finish in 2 s");
+                empty_batches += 1;
+            }
+            Ok(None) => panic!("the stream ended without the deadline error"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        empty_batches >= 3,
+        "{empty_batches} keep-alive batches in 2 s"
+    );
+    assert!(end.to_string().contains("time limit"), "{end}");
+
     // Memory: a query that must hold all its rows cannot fit in 1 MiB.
     let mut f = fixture(|c| c.limits.memory_per_query = 1 << 20).await;
     let (code, message) = error_code(
