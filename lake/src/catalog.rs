@@ -454,3 +454,66 @@ impl SchemaProvider for LakeSchema {
             .contains_key(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LakeConfig;
+    use crate::writer::{SnapshotWriter, write_file};
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{Field, Schema};
+
+    fn batch(values: Vec<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values))]).unwrap()
+    }
+
+    async fn rows(lake: &Lake, table: &str) -> datafusion::error::Result<usize> {
+        let catalog = LakeCatalog::new(lake.clone(), LakeCatalogOptions::default());
+        let ctx = crate::session::context(
+            crate::session::session_config(),
+            crate::session::runtime(lake),
+            &catalog,
+        );
+        let frame = ctx
+            .sql(&format!("SELECT * FROM shop.stage.{table}"))
+            .await?;
+        Ok(frame.collect().await?.iter().map(|b| b.num_rows()).sum())
+    }
+
+    #[tokio::test]
+    async fn snapshot_folders_must_match_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&LakeConfig {
+            root: dir.path().display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let data = batch(vec![1, 2, 3]);
+        let mut writer = SnapshotWriter::begin(&lake, layout::STAGE, "t", data.schema())
+            .await
+            .unwrap();
+        writer.write(&data).await.unwrap();
+        let manifest = writer.commit(Default::default()).await.unwrap();
+        let folder = layout::table_dir(layout::STAGE, "t").join(manifest.snapshot_id.as_str());
+
+        // Hidden files next to the data are not data, and not read.
+        let hidden = folder.clone().join(".upload.parquet");
+        write_file(&lake, hidden, data.schema(), std::slice::from_ref(&data))
+            .await
+            .unwrap();
+        assert_eq!(rows(&lake, "t").await.unwrap(), 3);
+
+        // A data file the manifest does not name is refused, not read.
+        let stray = folder.join("part-99999.parquet");
+        write_file(&lake, stray, data.schema(), &[data])
+            .await
+            .unwrap();
+        let err = rows(&lake, "t").await.unwrap_err();
+        assert!(
+            err.to_string().contains("does not match its manifest"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("part-99999.parquet"), "{err}");
+    }
+}

@@ -23,16 +23,9 @@ struct Fixture {
     _dir: tempfile::TempDir,
     lake: Lake,
     spec: DemoSpec,
-    server: Option<RunningServer>,
+    /// Kept alive for the test; its tasks end with the test's runtime.
+    _server: RunningServer,
     client: FlightSqlServiceClient<Channel>,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            drop(server.stop());
-        }
-    }
 }
 
 async fn fixture(configure: impl FnOnce(&mut ServerConfig)) -> Fixture {
@@ -65,7 +58,7 @@ async fn fixture(configure: impl FnOnce(&mut ServerConfig)) -> Fixture {
         _dir: dir,
         lake,
         spec,
-        server: Some(server),
+        _server: server,
         client: FlightSqlServiceClient::new(channel),
     }
 }

@@ -11,6 +11,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -195,24 +196,34 @@ def auth_server(server, workdir, lake):
     srv.stop()
 
 
-@pytest.fixture(scope="session")
-def connect(server):
-    """Factory of ADBC Flight SQL connections to the quickstart server (closed at the end)."""
+@contextlib.contextmanager
+def open_connections():
+    """Yields `connect(uri, db_kwargs)` for ADBC Flight SQL connections with per-call deadlines;
+    every connection it opened is closed on exit."""
     opened = []
 
-    def _connect(uri: str | None = None, db_kwargs: dict | None = None):
+    def _connect(uri: str, db_kwargs: dict | None = None):
         conn = flightsql.connect(
-            uri or server.uri, db_kwargs={**RPC_TIMEOUTS, **(db_kwargs or {})}, autocommit=True
+            uri, db_kwargs={**RPC_TIMEOUTS, **(db_kwargs or {})}, autocommit=True
         )
         opened.append(conn)
         return conn
 
-    yield _connect
-    for c in opened:
-        try:
-            c.close()
-        except Exception:
-            pass
+    try:
+        yield _connect
+    finally:
+        for c in opened:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+
+@pytest.fixture(scope="session")
+def connect(server):
+    """Factory of ADBC Flight SQL connections to the quickstart server (closed at the end)."""
+    with open_connections() as _connect:
+        yield lambda uri=None, db_kwargs=None: _connect(uri or server.uri, db_kwargs)
 
 
 @pytest.fixture(scope="session")

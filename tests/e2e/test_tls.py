@@ -19,7 +19,7 @@ import adbc_driver_manager.dbapi as dbapi
 import pytest
 
 import shoplake
-from conftest import RPC_TIMEOUTS, _clean_env, shop_bin, start_server
+from conftest import _clean_env, open_connections, shop_bin, start_server
 from e2e_util import duck_rows, grpc_code, rows
 
 TLS_SCALE = "0.01"
@@ -141,19 +141,8 @@ def _tls_server_still_running(request):
 @pytest.fixture(scope="module")
 def tls_connect():
     """Factory of ADBC connections with per-call deadlines (closed at the end)."""
-    opened = []
-
-    def _connect(uri: str, db_kwargs: dict):
-        conn = flightsql.connect(uri, db_kwargs={**RPC_TIMEOUTS, **db_kwargs}, autocommit=True)
-        opened.append(conn)
-        return conn
-
-    yield _connect
-    for c in opened:
-        try:
-            c.close()
-        except Exception:
-            pass
+    with open_connections() as connect:
+        yield connect
 
 
 @pytest.fixture(scope="module")
