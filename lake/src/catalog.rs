@@ -281,11 +281,8 @@ impl LakeSchema {
             .collect();
         let folders: BTreeSet<Path> = listed
             .iter()
-            .map(|file| {
-                let path = Path::from(file.as_str());
-                let parts: Vec<_> = path.parts().collect();
-                Path::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned())
-            })
+            .filter_map(|file| file.rsplit_once('/'))
+            .map(|(folder, _)| Path::from(folder))
             .collect();
         let mut found = BTreeSet::new();
         for folder in &folders {
@@ -299,7 +296,7 @@ impl LakeSchema {
                 listing
                     .objects
                     .into_iter()
-                    .filter(|o| o.location.filename().is_some_and(is_data_file))
+                    .filter(|o| o.location.filename().is_some_and(layout::is_data_file))
                     .map(|o| o.location.to_string()),
             );
         }
@@ -374,13 +371,9 @@ impl LakeSchema {
     }
 }
 
-/// File names that are data: not hidden, ending in `.parquet`.
+/// [`layout::is_data_file`] as a glob, for DataFusion's listing.
 fn data_file_pattern() -> glob::Pattern {
     glob::Pattern::new("[!_.]*.parquet").expect("a valid pattern")
-}
-
-fn is_data_file(name: &str) -> bool {
-    data_file_pattern().matches(name)
 }
 
 /// The data files below `folder`. Names starting with `_` or `.` are manifests, dead letters and

@@ -38,6 +38,11 @@ pub fn is_hidden(segment: &str) -> bool {
     segment.starts_with('_') || segment.starts_with('.')
 }
 
+/// True for a file name that is table data: a `.parquet` file whose name is not hidden.
+pub fn is_data_file(name: &str) -> bool {
+    !is_hidden(name) && name.ends_with(".parquet")
+}
+
 /// The folder of a table: `<schema>/<table>`.
 pub fn table_dir(schema: &str, table: &str) -> Path {
     Path::from_iter([schema, table])
@@ -86,6 +91,11 @@ mod tests {
         assert!(is_hidden("_manifest.json"));
         assert!(is_hidden(".part-0.parquet.tmp"));
         assert!(!is_hidden("part-0.parquet"));
+        assert!(is_data_file("part-0.parquet"));
+        assert!(!is_data_file(".part-0.parquet"));
+        assert!(!is_data_file("_manifest.json"));
+        assert!(!is_data_file("_x.parquet"));
+        assert!(!is_data_file("notes.txt"));
         let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 4).unwrap();
         assert_eq!(
             day_dir("analytics", "daily_sales", day).as_ref(),

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -206,12 +205,10 @@ fn admin_client(brokers: &str) -> AdminClient<DefaultClientContext> {
 
 /// An S3 bucket of its own.
 pub struct TestBucket {
-    endpoint: String,
-    region: String,
-    access_key_id: String,
-    secret_access_key: String,
     name: String,
-    store: Arc<dyn ObjectStore>,
+    s3: S3Config,
+    /// The bucket through the lake's own S3 wiring, rooted at the bucket.
+    root: shop_lake::Lake,
 }
 
 impl TestBucket {
@@ -222,25 +219,19 @@ impl TestBucket {
         let secret_access_key = service_env("SHOP_TEST_S3_SECRET_ACCESS_KEY", "S3")?;
         let region = std::env::var("SHOP_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into());
         let name = unique("shop-test").replace('_', "-");
-        let bucket = Self {
-            store: Arc::new(
-                AmazonS3Builder::new()
-                    .with_endpoint(&endpoint)
-                    .with_region(&region)
-                    .with_bucket_name(&name)
-                    .with_access_key_id(&access_key_id)
-                    .with_secret_access_key(&secret_access_key)
-                    .with_allow_http(true)
-                    .with_virtual_hosted_style_request(false)
-                    .build()
-                    .expect("an S3 client can be built"),
-            ),
-            endpoint,
-            region,
-            access_key_id,
-            secret_access_key,
-            name,
+        let s3 = S3Config {
+            endpoint: Some(endpoint),
+            region: Some(region),
+            access_key_id: Some(access_key_id),
+            secret_access_key: Some(secret_access_key),
+            allow_http: true,
         };
+        let root = shop_lake::Lake::open(&LakeConfig {
+            root: format!("s3://{name}"),
+            s3: s3.clone(),
+        })
+        .expect("an S3 client can be built");
+        let bucket = Self { name, s3, root };
         let (rusty, credentials) = bucket.signer();
         let url = rusty_s3::actions::CreateBucket::new(&rusty, &credentials)
             .sign(Duration::from_secs(60));
@@ -248,7 +239,7 @@ impl TestBucket {
             .put(url)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("cannot reach S3 at {}: {e}", bucket.endpoint));
+            .unwrap_or_else(|e| panic!("cannot reach S3 at {:?}: {e}", bucket.s3.endpoint));
         assert!(
             response.status().is_success(),
             "cannot create bucket {}: {}",
@@ -259,14 +250,16 @@ impl TestBucket {
     }
 
     fn signer(&self) -> (Bucket, Credentials) {
+        let s3 = &self.s3;
+        let set = |v: &Option<String>| v.clone().expect("set in create()");
         let bucket = Bucket::new(
-            self.endpoint.parse().expect("the S3 endpoint is a URL"),
+            set(&s3.endpoint).parse().expect("the S3 endpoint is a URL"),
             UrlStyle::Path,
             self.name.clone(),
-            self.region.clone(),
+            set(&s3.region),
         )
         .expect("a valid bucket name");
-        let credentials = Credentials::new(&self.access_key_id, &self.secret_access_key);
+        let credentials = Credentials::new(set(&s3.access_key_id), set(&s3.secret_access_key));
         (bucket, credentials)
     }
 
@@ -276,20 +269,14 @@ impl TestBucket {
 
     /// An object store on the bucket.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
+        self.root.store()
     }
 
     /// A lake rooted at `s3://<bucket>/<prefix>` on this server.
     pub fn lake_config(&self, prefix: &str) -> LakeConfig {
         LakeConfig {
             root: format!("s3://{}/{}", self.name, prefix.trim_matches('/')),
-            s3: S3Config {
-                endpoint: Some(self.endpoint.clone()),
-                region: Some(self.region.clone()),
-                access_key_id: Some(self.access_key_id.clone()),
-                secret_access_key: Some(self.secret_access_key.clone()),
-                allow_http: true,
-            },
+            s3: self.s3.clone(),
         }
     }
 
@@ -297,14 +284,14 @@ impl TestBucket {
     pub async fn cleanup(self) {
         use futures::TryStreamExt;
         let objects: Vec<_> = self
-            .store
+            .store()
             .list(None)
             .map_ok(|meta| meta.location)
             .try_collect()
             .await
             .expect("the bucket can be listed");
         for path in objects {
-            object_store::ObjectStoreExt::delete(self.store.as_ref(), &path)
+            object_store::ObjectStoreExt::delete(self.store().as_ref(), &path)
                 .await
                 .expect("an object can be deleted");
         }
