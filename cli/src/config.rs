@@ -45,12 +45,13 @@ pub struct GlobalArgs {
     /// override it.
     #[arg(long, global = true, env = "SHOP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Log filter, in tracing's EnvFilter syntax (e.g. "info,shop_server=debug").
+    /// Log filter, in tracing's EnvFilter syntax (e.g. "info,shop_server=debug"). PostgreSQL's
+    /// NOTICE messages are logged by sqlx at info: "info,sqlx=warn" (the default) hides them.
     #[arg(
         long,
         global = true,
         env = "SHOP_LOG",
-        default_value = "info",
+        default_value = "info,sqlx=warn",
         value_name = "FILTER"
     )]
     pub log_filter: String,
@@ -72,9 +73,12 @@ pub enum Command {
     Quickstart(QuickstartArgs),
     /// Serve an existing lake over Flight SQL.
     Serve(ServeArgs),
-    /// Write generated data into the lake.
+    /// Write generated data into the lake or the source systems.
     #[command(subcommand)]
     Generate(GenerateCommand),
+    /// Copy data from a source system into the lake's stage layer.
+    #[command(subcommand)]
+    Ingest(IngestCommand),
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +111,110 @@ pub enum GenerateCommand {
         #[arg(long, env = "SHOP_DEMO_SCALE", default_value_t = 1.0)]
         scale: f64,
     },
+    /// Deterministic customers and sellers into PostgreSQL (applies the schema migrations first).
+    Postgres(GeneratePostgresArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GeneratePostgresArgs {
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
+    /// Customers to generate.
+    #[arg(long, default_value_t = 10_000)]
+    pub customers: u64,
+    /// Sellers to generate.
+    #[arg(long, default_value_t = 500)]
+    pub sellers: u64,
+    /// Seed of the generator: the same seed and counts give the same rows.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Empty customers and sellers first (without it, tables holding rows are an error).
+    #[arg(long)]
+    pub replace: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IngestCommand {
+    /// Export PostgreSQL tables to stage.<table> snapshot tables, in full or incrementally.
+    Postgres(IngestPostgresArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportMode {
+    /// Copy every row.
+    Snapshot,
+    /// Copy the rows whose updated-column moved past the last export's watermark and merge them
+    /// into the previous snapshot (deleted rows are dropped). Falls back to a snapshot when
+    /// there is none to merge into.
+    Incremental,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestPostgresArgs {
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Tables to export (schema-qualified or on the search_path); each lands in stage.<name>.
+    #[arg(long, value_delimiter = ',', default_values_t = ["customers".to_string(), "sellers".to_string()])]
+    pub tables: Vec<String>,
+    /// Full snapshot or incremental.
+    #[arg(long, value_enum, env = "SHOP_PG_EXPORT_MODE", default_value_t = ExportMode::Snapshot)]
+    pub mode: ExportMode,
+    /// Column bumped by every change, read by incremental exports.
+    #[arg(long, default_value = "updated_at")]
+    pub updated_column: String,
+    /// Seconds before the watermark an incremental export reads again, so that transactions
+    /// committing late are not missed (re-read rows are merged, never duplicated).
+    #[arg(long, default_value_t = 300)]
+    pub lookback_secs: u64,
+    /// Rows per batch handed to the Parquet writer.
+    #[arg(long, default_value_t = 65_536)]
+    pub batch_rows: usize,
+    /// Rows per Parquet file of a snapshot.
+    #[arg(long, default_value_t = 1_048_576)]
+    pub rows_per_file: u64,
+}
+
+/// Where PostgreSQL is. Every option is also a `SHOP_*` variable and a key of `[postgres]`.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresArgs {
+    /// PostgreSQL URL, e.g. postgres://shop@localhost:5432/shop (DATABASE_URL also works). Put
+    /// the password in PGPASSWORD or the URL given by the environment, not in a flag.
+    #[arg(long, env = "SHOP_PG_URL", value_name = "URL", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg_url: Option<String>,
+    /// Seconds to wait for a connection before giving up [default: 10]
+    #[arg(long, env = "SHOP_PG_CONNECT_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg_connect_timeout_secs: Option<u64>,
+}
+
+/// PostgreSQL settings after layering.
+#[derive(Debug, Clone)]
+pub struct ResolvedPostgres {
+    pub url: String,
+    pub connect_timeout: Duration,
+}
+
+impl PostgresArgs {
+    pub fn resolve(&self, file: Option<&Path>) -> anyhow::Result<ResolvedPostgres> {
+        let merged: PostgresArgs = layered(file, "postgres", self)?;
+        let url = merged
+            .pg_url
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+            .context(
+                "no PostgreSQL URL: pass --pg-url, set SHOP_PG_URL or DATABASE_URL, or put \
+                 pg_url into [postgres] of the configuration file",
+            )?;
+        Ok(ResolvedPostgres {
+            url,
+            connect_timeout: Duration::from_secs(
+                merged.pg_connect_timeout_secs.unwrap_or(10).max(1),
+            ),
+        })
+    }
 }
 
 /// Where the lake is. Every option is also a `SHOP_*` variable and a key of `[lake]`.

@@ -2,6 +2,7 @@
 
 mod commands;
 mod config;
+mod progress;
 
 use clap::Parser;
 

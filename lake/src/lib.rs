@@ -7,7 +7,8 @@
 //! - [`layout`]: the naming contract: `stage/<table>/…`, `analytics/<table>/dt=YYYY-MM-DD/…`,
 //!   which names are tables and which are hidden.
 //! - [`manifest`]: snapshot tables (`_manifest.json` names the live files) and their atomic publish.
-//! - [`writer`]: streaming Parquet writes (zstd, multipart upload) into the lake.
+//! - [`writer`]: streaming Parquet writes (zstd, multipart upload) into the lake; [`reader`]
+//!   reads lake files back outside DataFusion.
 //! - [`catalog`]: the `shop` catalog with schemas `stage` and `analytics`, discovering tables
 //!   and files as they appear, without a restart.
 
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod error;
 pub mod layout;
 pub mod manifest;
+pub mod reader;
 pub mod session;
 pub mod store;
 pub mod writer;

@@ -51,6 +51,15 @@ impl Manifest {
     }
 }
 
+impl ManifestFile {
+    /// The file's path from the lake root, given its table.
+    pub fn lake_path(&self, schema: &str, table: &str) -> object_store::path::Path {
+        self.path
+            .split('/')
+            .fold(layout::table_dir(schema, table), |dir, part| dir.join(part))
+    }
+}
+
 /// Reads a table's manifest; `None` when the table has none (an append table, or no table).
 pub async fn read(lake: &Lake, schema: &str, table: &str) -> Result<Option<Manifest>> {
     let path = layout::manifest_path(schema, table);

@@ -86,15 +86,15 @@ impl ParquetFile {
 
     /// Finishes the file: after this returns, it is durable in the store.
     pub async fn finish(mut self) -> Result<WrittenFile> {
-        self.writer.flush().await.map_err(|source| Error::Parquet {
-            path: self.path.to_string(),
-            cause: source,
-        })?;
+        // Writes the footer and completes the upload; the size then counts every byte.
+        self.writer
+            .finish()
+            .await
+            .map_err(|source| Error::Parquet {
+                path: self.path.to_string(),
+                cause: source,
+            })?;
         let size = self.writer.bytes_written() as u64;
-        self.writer.close().await.map_err(|source| Error::Parquet {
-            path: self.path.to_string(),
-            cause: source,
-        })?;
         Ok(WrittenFile {
             path: self.path,
             rows: self.rows,
@@ -170,6 +170,12 @@ impl SnapshotWriter {
         })
     }
 
+    /// Starts a new file after this many rows (default: four row groups).
+    pub fn with_rows_per_file(mut self, rows: u64) -> Self {
+        self.rows_per_file = rows.max(1);
+        self
+    }
+
     /// The id of the snapshot being written.
     pub fn snapshot_id(&self) -> &str {
         &self.snapshot_id
@@ -231,5 +237,36 @@ impl SnapshotWriter {
         if let Some(file) = self.current.take() {
             file.abort().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use object_store::ObjectStoreExt;
+
+    #[tokio::test]
+    async fn the_recorded_size_is_the_whole_object_footer_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&crate::LakeConfig {
+            root: dir.path().display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(0..10_000))],
+        )
+        .unwrap();
+        let path = Path::from("stage/t/part-0.parquet");
+        let written = write_file(&lake, path.clone(), schema, &[batch])
+            .await
+            .unwrap();
+        let head = lake.store().head(&path).await.unwrap();
+        assert_eq!(written.size, head.size);
+        assert_eq!(written.rows, 10_000);
     }
 }

@@ -1,9 +1,10 @@
 //! The subcommands.
 
+mod ingest;
 mod quickstart;
 mod serve;
 
-use crate::config::{Cli, Command, GenerateCommand};
+use crate::config::{Cli, Command, GenerateCommand, IngestCommand};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = cli.global.config.as_deref();
@@ -14,5 +15,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let lake = serve::open_lake(&lake, file).await?;
             quickstart::generate_demo(&lake, scale).await
         }
+        Command::Generate(GenerateCommand::Postgres(args)) => {
+            ingest::generate_postgres(args, file).await
+        }
+        Command::Ingest(IngestCommand::Postgres(args)) => ingest::postgres(args, file).await,
     }
 }

@@ -1,10 +1,8 @@
 //! `shop-analytics quickstart`: demo data, aggregates and the server, with nothing else needed.
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
@@ -13,6 +11,7 @@ use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, session};
 
 use super::serve;
 use crate::config::QuickstartArgs;
+use crate::progress::progress_bar;
 
 /// Marker of a demo lake: written before generation starts and completed after it ends, so an
 /// interrupted generation is redone and a lake with other data is never touched.
@@ -64,21 +63,6 @@ async fn write_marker(lake: &Lake, marker: &DemoMarker) -> anyhow::Result<()> {
     lake.put_bytes(&ObjectPath::from(DEMO_MARKER), serde_json::to_vec(marker)?)
         .await?;
     Ok(())
-}
-
-fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len).with_message(message);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>12} [{bar:40}] {human_pos}/{human_len} rows ({per_sec}, {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar
 }
 
 /// Generates the demo shop at `scale` into the stage of `lake`.
