@@ -219,16 +219,7 @@ pub fn products_schema() -> SchemaRef {
 
 /// Schema of the files of `stage.purchases` (the `dt` column comes from the folder name).
 pub fn purchases_file_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("purchase_id", DataType::Utf8, false),
-        Field::new("customer_id", DataType::Int64, false),
-        Field::new("product_id", DataType::Int64, false),
-        Field::new("seller_id", DataType::Int64, false),
-        Field::new("quantity", DataType::Int32, false),
-        Field::new("unit_price", DataType::Decimal128(12, 2), false),
-        Field::new("currency", DataType::Utf8, false),
-        ts_field("purchased_at", false),
-    ]))
+    crate::purchases::file_schema()
 }
 
 fn decimal(values: Vec<i128>, precision: u8, scale: i8) -> Result<ArrayRef> {
@@ -489,6 +480,7 @@ pub fn purchases_of_day(
             decimal(rows.iter().map(|r| r.price).collect(), 12, 2)?,
             Arc::new(StringArray::from(vec!["EUR"; rows.len()])),
             timestamps(rows.iter().map(|r| r.at).collect()),
+            Arc::new(StringArray::from(vec![None::<&str>; rows.len()])),
         ],
     )?)
 }

@@ -163,12 +163,28 @@ impl LakeSchema {
             .list_with_delimiter(Some(&prefix))
             .await
             .map_err(|e| Error::store(&prefix, e))?;
-        let names: Vec<String> = listing
+        let mut names: Vec<String> = listing
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
-            .filter(|n| layout::is_table_name(n))
+            .filter(|n| layout::is_table_name(n) && !n.ends_with(layout::DEAD_LETTER_SUFFIX))
             .collect();
+        // Dead letters of `<table>` (in `<schema>/_rejected/<table>/`) are `<table>_rejected`.
+        let dead_letters = prefix.clone().join(layout::DEAD_LETTERS);
+        let listing = self
+            .lake
+            .store()
+            .list_with_delimiter(Some(&dead_letters))
+            .await
+            .map_err(|e| Error::store(&dead_letters, e))?;
+        names.extend(
+            listing
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename())
+                .filter(|n| layout::is_table_name(n))
+                .map(|n| format!("{n}{}", layout::DEAD_LETTER_SUFFIX)),
+        );
         let mut fresh = BTreeMap::new();
         for name in names {
             let previous = self.cached(&name);
@@ -232,7 +248,10 @@ impl LakeSchema {
             }));
         }
 
-        let dir = layout::table_dir(&self.name, name);
+        let dir = match name.strip_suffix(layout::DEAD_LETTER_SUFFIX) {
+            Some(table) => layout::dead_letter_dir(&self.name, table),
+            None => layout::table_dir(&self.name, name),
+        };
         let Some(partitions) = self.partition_columns(&dir).await? else {
             return Ok(None);
         };

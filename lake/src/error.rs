@@ -44,7 +44,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn store(path: impl std::fmt::Display, source: object_store::Error) -> Self {
+    pub fn store(path: impl std::fmt::Display, source: object_store::Error) -> Self {
         Self::Store {
             path: path.to_string(),
             cause: source,

@@ -48,6 +48,17 @@ pub fn table_dir(schema: &str, table: &str) -> Path {
     Path::from_iter([schema, table])
 }
 
+/// Folder of the dead letters of a table: `<schema>/_rejected/<table>`, served as the table
+/// `<schema>.<table>_rejected`.
+pub fn dead_letter_dir(schema: &str, table: &str) -> Path {
+    Path::from_iter([schema, DEAD_LETTERS, table])
+}
+
+/// Folder (below a schema) that holds dead letters.
+pub const DEAD_LETTERS: &str = "_rejected";
+/// Suffix of the table name that serves a table's dead letters.
+pub const DEAD_LETTER_SUFFIX: &str = "_rejected";
+
 /// The manifest of a snapshot table.
 pub fn manifest_path(schema: &str, table: &str) -> Path {
     table_dir(schema, table).join(MANIFEST_FILE)

@@ -46,6 +46,7 @@ EXPECTED = {
         ("unit_price", pa.decimal128(12, 2)),
         ("currency", pa.string()),
         ("purchased_at", UTC_US),
+        ("extras", pa.string()),
         ("dt", pa.date32()),
     ],
     ("analytics", "daily_sales"): [

@@ -58,7 +58,7 @@ def test_get_tables_with_schema(client):
     schema = pa.ipc.read_schema(pa.py_buffer(table.column("table_schema")[0].as_py()))
     assert schema.names == [
         "purchase_id", "customer_id", "product_id", "seller_id", "quantity",
-        "unit_price", "currency", "purchased_at", "dt",
+        "unit_price", "currency", "purchased_at", "extras", "dt",
     ]
     assert schema.field("unit_price").type == pa.decimal128(12, 2)
     assert schema.field("dt").type == pa.date32()

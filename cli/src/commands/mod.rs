@@ -18,6 +18,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(GenerateCommand::Postgres(args)) => {
             ingest::generate_postgres(args, file).await
         }
+        Command::Generate(GenerateCommand::Kafka(args)) => ingest::generate_kafka(args, file).await,
         Command::Ingest(IngestCommand::Postgres(args)) => ingest::postgres(args, file).await,
+        Command::Ingest(IngestCommand::Kafka(args)) => ingest::kafka(args, file).await,
     }
 }

@@ -56,22 +56,24 @@ fn write_ready_file(path: &Path, content: &str) -> anyhow::Result<()> {
 /// Serves until SIGINT or SIGTERM, then stops gracefully.
 pub async fn wait_for_shutdown(running: RunningServer) -> anyhow::Result<()> {
     running
-        .wait(async {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("SIGTERM handler installs");
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            #[cfg(not(unix))]
-            let _ = ctrl_c.await;
-            tracing::info!("shutting down");
-        })
+        .wait(shutdown_signal())
         .await
         .context("the server stopped with an error")
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
 }

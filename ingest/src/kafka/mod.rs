@@ -1,0 +1,705 @@
+//! Kafka → lake: purchase events into `stage.purchases`, exactly once, with dead letters.
+//!
+//! The design (docs/KAFKA.md has the full argument):
+//! - One consumer of a group, polled on one thread. Messages are decoded and validated as they
+//!   arrive and buffered per partition; a partition's buffer is flushed when it holds
+//!   `flush_rows` rows or `flush_bytes` bytes, or its oldest message waited `flush_interval`.
+//! - A flush of partition `p` covering offsets `start..=end` writes one Parquet object per
+//!   purchase day, `stage/purchases/dt=D/part+<topic>+<p>+<start>+<end>.parquet`, and the dead
+//!   letters of the range to `stage/_rejected/purchases/…` (same name). Each is one PUT.
+//! - The lake, not Kafka, is the source of truth for progress: a small marker per partition,
+//!   `stage/purchases/_offsets/<topic>/<p>.json`, holds the next offset to write. A flush first
+//!   records the files it is about to write as *pending*, then writes them, then moves
+//!   `next_offset` past `end` and clears *pending*, and only then commits `end + 1` to Kafka.
+//! - When a partition is assigned (start, restart, rebalance), its marker is read: files left
+//!   pending by a crash are deleted, and messages below `next_offset` are skipped. So a crash at
+//!   any point neither loses a message (nothing is committed before it is durable) nor writes one
+//!   twice (a replayed message below the marker is skipped; one above it was never made visible
+//!   except in pending files, which are removed before the range is written again).
+//! - Flushes run between polls, so a rebalance (which happens inside `poll`) never meets a flush
+//!   in progress; revoked partitions drop their unwritten buffers, and the next owner re-reads
+//!   them from the marker.
+//! - A repeated `purchase_id` (a retried send) within [`DEDUP_WINDOW`] of the first copy is a
+//!   dead letter with reason `duplicate purchase_id`: events are keyed by `purchase_id`, so
+//!   every copy lands in the same partition, and the marker names the partition's files of the
+//!   window, whose ids a new owner loads.
+
+pub mod generate;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, RecordBatch, StringArray};
+use chrono::{NaiveDate, Utc};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parquet::arrow::ArrowWriter;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use shop_lake::{Lake, layout};
+use tokio::runtime::Handle;
+
+use crate::purchases::{self, PurchaseBatch, Rejected};
+
+/// The lake table purchases land in.
+pub const TABLE: &str = "purchases";
+
+/// Errors of the Kafka worker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kafka ({brokers}): {what}: {cause}")]
+    Kafka {
+        brokers: String,
+        what: &'static str,
+        cause: rdkafka::error::KafkaError,
+    },
+    #[error(transparent)]
+    Lake(#[from] shop_lake::Error),
+    #[error("the offsets marker {path} is corrupt: {cause}")]
+    Marker {
+        path: String,
+        cause: serde_json::Error,
+    },
+    #[error("encoding Parquet for {path}: {cause}")]
+    Parquet {
+        path: String,
+        cause: parquet::errors::ParquetError,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the worker consumes and when it flushes.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    /// Flush a partition once it buffers this many events (valid or not).
+    pub flush_rows: usize,
+    /// … or this many payload bytes.
+    pub flush_bytes: usize,
+    /// … or when its oldest buffered event waited this long.
+    pub flush_interval: Duration,
+    pub session_timeout_ms: u32,
+    /// How often the metrics are logged.
+    pub metrics_interval: Duration,
+    /// Extra librdkafka settings (`key=value`), e.g. security settings.
+    pub extra: Vec<(String, String)>,
+    /// Touched at every metrics tick while the consume loop runs (container healthchecks).
+    pub health_file: Option<std::path::PathBuf>,
+}
+
+impl WorkerConfig {
+    pub fn new(brokers: &str, topic: &str, group: &str) -> Self {
+        Self {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            group: group.to_string(),
+            flush_rows: 50_000,
+            flush_bytes: 32 << 20,
+            flush_interval: Duration::from_secs(2),
+            session_timeout_ms: 10_000,
+            metrics_interval: Duration::from_secs(10),
+            extra: Vec::new(),
+            health_file: None,
+        }
+    }
+}
+
+/// Counters of a running worker (also logged every `metrics_interval`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Purchases written to the lake.
+    pub rows: AtomicU64,
+    /// Dead letters written.
+    pub rejected: AtomicU64,
+    /// Parquet objects written (data and dead letters).
+    pub files: AtomicU64,
+    /// Flushes completed.
+    pub flushes: AtomicU64,
+    /// Messages behind the high watermark, summed over the assigned partitions (-1: unknown).
+    pub lag: AtomicI64,
+}
+
+/// The per-partition progress marker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// Every message below this offset is in the lake (as a purchase or a dead letter).
+    pub next_offset: i64,
+    /// Files of a flush that had started but not finished.
+    #[serde(default)]
+    pub pending: Vec<String>,
+    /// Data files written in the last [`DEDUP_WINDOW`] (path, unix seconds): their purchase_ids
+    /// are the ones a new owner of the partition checks repeats against.
+    #[serde(default)]
+    pub recent: Vec<(String, i64)>,
+}
+
+/// How long after its first copy a repeated purchase_id is still recognised (by ingest time).
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+fn unix_now() -> i64 {
+    Utc::now().timestamp()
+}
+
+pub fn marker_path(topic: &str, partition: i32) -> Path {
+    layout::table_dir(layout::STAGE, TABLE)
+        .join("_offsets")
+        .join(topic)
+        .join(format!("{partition}.json"))
+}
+
+/// The name of the objects a flush writes: unique per topic, partition and offset range. Only
+/// characters that object_store keeps as they are (Kafka topics are `[a-zA-Z0-9._-]`), so listed
+/// names compare equal to built ones.
+pub fn object_name(topic: &str, partition: i32, start: i64, end: i64) -> String {
+    format!("part+{topic}+{partition}+{start:020}+{end:020}.parquet")
+}
+
+pub fn rejected_dir() -> Path {
+    layout::dead_letter_dir(layout::STAGE, TABLE)
+}
+
+pub async fn read_marker(lake: &Lake, topic: &str, partition: i32) -> Result<Option<Marker>> {
+    let path = marker_path(topic, partition);
+    match lake.store().get(&path).await {
+        Ok(got) => {
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| shop_lake::Error::store(&path, e))?;
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|cause| Error::Marker {
+                    path: path.to_string(),
+                    cause,
+                })
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(shop_lake::Error::store(&path, e).into()),
+    }
+}
+
+async fn write_marker(lake: &Lake, topic: &str, partition: i32, marker: &Marker) -> Result<()> {
+    let json = serde_json::to_vec(marker).expect("a marker serialises");
+    lake.put_bytes(&marker_path(topic, partition), json).await?;
+    Ok(())
+}
+
+/// Rebalance events, recorded by the consumer context inside `poll` and handled right after it.
+#[derive(Default)]
+struct RebalanceLog {
+    events: Mutex<Vec<(bool, Vec<i32>)>>,
+    topic: String,
+}
+
+impl RebalanceLog {
+    fn record(&self, assigned: bool, tpl: &TopicPartitionList) {
+        let partitions = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect();
+        self.events
+            .lock()
+            .expect("rebalance log lock")
+            .push((assigned, partitions));
+    }
+}
+
+impl ClientContext for RebalanceLog {}
+
+impl ConsumerContext for RebalanceLog {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.record(false, tpl);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.record(true, tpl);
+        }
+    }
+}
+
+/// What one partition holds between flushes.
+struct PartitionState {
+    next_offset: i64,
+    first: Option<(i64, Instant)>,
+    last: i64,
+    bytes: usize,
+    events: usize,
+    rows: BTreeMap<NaiveDate, PurchaseBatch>,
+    rejected: Vec<Rejected>,
+    /// purchase_ids of this partition written or buffered within the dedup window.
+    known: HashSet<String>,
+    /// When each id of `known` arrived, oldest first, to forget them after the window.
+    known_since: std::collections::VecDeque<(i64, String)>,
+    /// The marker's `recent` list.
+    recent: Vec<(String, i64)>,
+}
+
+impl PartitionState {
+    fn new(next_offset: i64, recent: Vec<(String, i64)>, known: Vec<String>) -> Self {
+        let now = unix_now();
+        Self {
+            next_offset,
+            first: None,
+            last: -1,
+            bytes: 0,
+            events: 0,
+            rows: BTreeMap::new(),
+            rejected: Vec::new(),
+            known_since: known.iter().map(|id| (now, id.clone())).collect(),
+            known: known.into_iter().collect(),
+            recent,
+        }
+    }
+
+    /// Forgets ids older than the dedup window.
+    fn forget_old_ids(&mut self) {
+        let horizon = unix_now() - DEDUP_WINDOW.as_secs() as i64;
+        while let Some((at, _)) = self.known_since.front() {
+            if *at >= horizon {
+                break;
+            }
+            let (_, id) = self.known_since.pop_front().expect("not empty");
+            self.known.remove(&id);
+        }
+    }
+
+    fn clear_buffer(&mut self) {
+        self.first = None;
+        self.bytes = 0;
+        self.events = 0;
+        self.rows.clear();
+        self.rejected.clear();
+    }
+}
+
+/// What a new owner of a partition starts from: the next offset, the marker's recent files and
+/// their purchase_ids.
+type Recovered = (i64, Vec<(String, i64)>, Vec<String>);
+
+/// The worker: call [`Worker::run`] on a blocking thread.
+pub struct Worker {
+    lake: Lake,
+    config: WorkerConfig,
+    handle: Handle,
+    metrics: Arc<Metrics>,
+    partitions: HashMap<i32, PartitionState>,
+}
+
+impl Worker {
+    pub fn new(lake: Lake, config: WorkerConfig, handle: Handle, metrics: Arc<Metrics>) -> Self {
+        Self {
+            lake,
+            config,
+            handle,
+            metrics,
+            partitions: HashMap::new(),
+        }
+    }
+
+    fn kafka_error(&self, what: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
+        let brokers = self.config.brokers.clone();
+        move |cause| Error::Kafka {
+            brokers,
+            what,
+            cause,
+        }
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer<RebalanceLog>> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.config.brokers)
+            .set("group.id", &self.config.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout_ms.to_string(),
+            )
+            .set("client.id", "shop-analytics-ingest-kafka");
+        for (k, v) in &self.config.extra {
+            client.set(k, v);
+        }
+        let consumer: BaseConsumer<RebalanceLog> = client
+            .create_with_context(RebalanceLog {
+                events: Mutex::default(),
+                topic: self.config.topic.clone(),
+            })
+            .map_err(self.kafka_error("creating the consumer"))?;
+        consumer
+            .subscribe(&[&self.config.topic])
+            .map_err(self.kafka_error("subscribing"))?;
+        Ok(consumer)
+    }
+
+    /// Consumes until `stop` is set, then flushes and commits what it holds.
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<()> {
+        let consumer = self.consumer()?;
+        tracing::info!(
+            topic = %self.config.topic,
+            group = %self.config.group,
+            brokers = %self.config.brokers,
+            "consuming"
+        );
+        let mut last_metrics = Instant::now();
+        let started = Instant::now();
+        let result = (|| {
+            while !stop.load(Ordering::Relaxed) {
+                let message = consumer.poll(Duration::from_millis(100));
+                self.handle_rebalance(&consumer)?;
+                match message {
+                    None => {}
+                    Some(Err(e)) => tracing::warn!(cause = %e, "Kafka error while polling"),
+                    Some(Ok(m)) => self.accept(&m)?,
+                }
+                self.flush_due(&consumer, false)?;
+                if last_metrics.elapsed() >= self.config.metrics_interval {
+                    last_metrics = Instant::now();
+                    self.log_metrics(&consumer, started);
+                    if let Some(path) = &self.config.health_file
+                        && let Err(e) = std::fs::write(path, b"ok\n")
+                    {
+                        tracing::warn!(path = %path.display(), cause = %e, "cannot touch the health file");
+                    }
+                }
+            }
+            self.handle_rebalance(&consumer)?;
+            self.flush_due(&consumer, true)
+        })();
+        close(consumer);
+        result
+    }
+
+    fn handle_rebalance(&mut self, consumer: &BaseConsumer<RebalanceLog>) -> Result<()> {
+        let events = std::mem::take(&mut *consumer.context().events.lock().expect("lock"));
+        for (assigned, partitions) in events {
+            for p in partitions {
+                if assigned {
+                    let (next, recent, known) = self.recover(p)?;
+                    tracing::info!(
+                        partition = p,
+                        next_offset = next,
+                        recent_ids = known.len(),
+                        "partition assigned"
+                    );
+                    self.partitions
+                        .insert(p, PartitionState::new(next, recent, known));
+                } else if let Some(state) = self.partitions.remove(&p) {
+                    tracing::info!(
+                        partition = p,
+                        dropped_unwritten = state.events,
+                        "partition revoked; its next owner re-reads what was not written"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the partition's marker, deletes the files of an unfinished flush, and returns the
+    /// first offset not yet in the lake, the recent files and their purchase_ids.
+    fn recover(&self, partition: i32) -> Result<Recovered> {
+        let topic = self.config.topic.clone();
+        self.handle.block_on(async {
+            let Some(mut marker) = read_marker(&self.lake, &topic, partition).await? else {
+                return Ok((0, Vec::new(), Vec::new()));
+            };
+            if !marker.pending.is_empty() {
+                for file in &marker.pending {
+                    let path = Path::from(file.as_str());
+                    match self.lake.store().delete(&path).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(shop_lake::Error::store(&path, e).into()),
+                    }
+                }
+                tracing::warn!(
+                    partition,
+                    files = marker.pending.len(),
+                    "removed the files of a flush that did not finish; they are written again"
+                );
+                marker.pending.clear();
+                write_marker(&self.lake, &topic, partition, &marker).await?;
+            }
+            let horizon = unix_now() - DEDUP_WINDOW.as_secs() as i64;
+            marker.recent.retain(|(_, at)| *at >= horizon);
+            let mut ids = Vec::new();
+            for (file, _) in &marker.recent {
+                ids.extend(read_ids(&self.lake, Path::from(file.as_str())).await?);
+            }
+            Ok((marker.next_offset, marker.recent, ids))
+        })
+    }
+
+    fn accept(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+        if m.topic() != self.config.topic {
+            return Ok(());
+        }
+        let partition = m.partition();
+        let offset = m.offset();
+        let Some(state) = self.partitions.get(&partition) else {
+            return Ok(());
+        };
+        if offset < state.next_offset {
+            // Already in the lake: a replay after a crash between the marker and the commit.
+            return Ok(());
+        }
+        let timestamp = m.timestamp().to_millis();
+        let decoded = match m.payload() {
+            None => Err("the message has no payload".to_string()),
+            Some(payload) => purchases::decode(payload, timestamp),
+        };
+        let decoded = match decoded {
+            Ok(p) => {
+                let state = self.partitions.get_mut(&partition).expect("checked above");
+                if state.known.insert(p.purchase_id.clone()) {
+                    state
+                        .known_since
+                        .push_back((unix_now(), p.purchase_id.clone()));
+                    Ok(p)
+                } else {
+                    Err(format!(
+                        "duplicate purchase_id {}: it is already in stage.purchases",
+                        p.purchase_id
+                    ))
+                }
+            }
+            Err(reason) => Err(reason),
+        };
+        let topic = self.config.topic.clone();
+        let state = self.partitions.get_mut(&partition).expect("checked above");
+        state.first.get_or_insert((offset, Instant::now()));
+        state.last = offset;
+        state.events += 1;
+        state.bytes += m.payload_len();
+        match decoded {
+            Ok(p) => state.rows.entry(p.day()).or_default().push(&p),
+            Err(reason) => state.rejected.push(Rejected {
+                topic,
+                partition,
+                offset,
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                reason,
+                kafka_timestamp_ms: timestamp,
+                rejected_at: Utc::now(),
+            }),
+        }
+        Ok(())
+    }
+
+    fn flush_due(&mut self, consumer: &BaseConsumer<RebalanceLog>, all: bool) -> Result<()> {
+        let due: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| {
+                s.first.is_some_and(|(_, since)| {
+                    all || s.events >= self.config.flush_rows
+                        || s.bytes >= self.config.flush_bytes
+                        || since.elapsed() >= self.config.flush_interval
+                })
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in due {
+            self.flush(consumer, partition)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, consumer: &BaseConsumer<RebalanceLog>, partition: i32) -> Result<()> {
+        let topic = self.config.topic.clone();
+        let state = self.partitions.get_mut(&partition).expect("assigned");
+        let Some((start, _)) = state.first else {
+            return Ok(());
+        };
+        let end = state.last;
+        let name = object_name(&topic, partition, start, end);
+        let mut objects: Vec<(Path, RecordBatch)> = Vec::new();
+        let mut rows = 0;
+        for (day, batch) in std::mem::take(&mut state.rows) {
+            let batch = batch.finish();
+            rows += batch.num_rows() as u64;
+            let path = layout::table_dir(layout::STAGE, TABLE)
+                .join(format!("dt={day}"))
+                .join(name.as_str());
+            objects.push((path, batch));
+        }
+        let rejected = state.rejected.len() as u64;
+        if rejected > 0 {
+            objects.push((
+                rejected_dir().join(name.as_str()),
+                purchases::rejected_batch(&state.rejected),
+            ));
+        }
+        let encoded = objects
+            .into_iter()
+            .map(|(path, batch)| encode(&path, &batch).map(|bytes| (path, bytes)))
+            .collect::<Result<Vec<_>>>()?;
+        let lake = self.lake.clone();
+        let files = encoded.len() as u64;
+        let now = unix_now();
+        let horizon = now - DEDUP_WINDOW.as_secs() as i64;
+        let mut recent: Vec<(String, i64)> = state
+            .recent
+            .iter()
+            .filter(|(_, at)| *at >= horizon)
+            .cloned()
+            .collect();
+        recent.extend(
+            encoded
+                .iter()
+                .filter(|(p, _)| !p.as_ref().starts_with(rejected_dir().as_ref()))
+                .map(|(p, _)| (p.to_string(), now)),
+        );
+        let previous_recent = state.recent.clone();
+        self.handle.block_on(async {
+            let pending = Marker {
+                next_offset: start,
+                pending: encoded.iter().map(|(p, _)| p.to_string()).collect(),
+                recent: previous_recent,
+            };
+            write_marker(&lake, &topic, partition, &pending).await?;
+            for (path, bytes) in encoded {
+                lake.put_bytes(&path, bytes).await?;
+            }
+            let done = Marker {
+                next_offset: end + 1,
+                pending: Vec::new(),
+                recent: recent.clone(),
+            };
+            write_marker(&lake, &topic, partition, &done).await
+        })?;
+        let state = self.partitions.get_mut(&partition).expect("assigned");
+        state.next_offset = end + 1;
+        state.recent = recent;
+        state.clear_buffer();
+        state.forget_old_ids();
+        self.metrics.rows.fetch_add(rows, Ordering::Relaxed);
+        self.metrics.rejected.fetch_add(rejected, Ordering::Relaxed);
+        self.metrics.files.fetch_add(files, Ordering::Relaxed);
+        self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(partition, start, end, rows, rejected, files, "flushed");
+        // The lake holds the truth; the commit only saves re-reading after a restart.
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&topic, partition, Offset::Offset(end + 1))
+            .map_err(self.kafka_error("building the offsets to commit"))?;
+        if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
+            tracing::warn!(partition, cause = %e, "offset commit failed; the lake marker still holds the position");
+        }
+        Ok(())
+    }
+
+    fn log_metrics(&self, consumer: &BaseConsumer<RebalanceLog>, started: Instant) {
+        let mut lag = 0_i64;
+        let mut known = true;
+        for (partition, state) in &self.partitions {
+            match consumer.fetch_watermarks(&self.config.topic, *partition, Duration::from_secs(1))
+            {
+                Ok((_, high)) => lag += (high - state.last.max(state.next_offset - 1) - 1).max(0),
+                Err(_) => known = false,
+            }
+        }
+        let lag = if known { lag } else { -1 };
+        self.metrics.lag.store(lag, Ordering::Relaxed);
+        let rows = self.metrics.rows.load(Ordering::Relaxed);
+        tracing::info!(
+            target: "metrics",
+            partitions = self.partitions.len(),
+            rows,
+            rows_per_sec = (rows as f64 / started.elapsed().as_secs_f64().max(1e-3)) as u64,
+            rejected = self.metrics.rejected.load(Ordering::Relaxed),
+            files = self.metrics.files.load(Ordering::Relaxed),
+            flushes = self.metrics.flushes.load(Ordering::Relaxed),
+            lag,
+            "kafka ingest"
+        );
+    }
+}
+
+/// The purchase_ids of one data file (missing files, e.g. removed by hand, have none).
+async fn read_ids(lake: &Lake, path: Path) -> Result<Vec<String>> {
+    let size = match lake.store().head(&path).await {
+        Ok(meta) => meta.size,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(shop_lake::Error::store(&path, e).into()),
+    };
+    let parquet_err = |cause| Error::Parquet {
+        path: path.to_string(),
+        cause,
+    };
+    let builder = shop_lake::reader::open_parquet(lake, path.clone(), size)
+        .await
+        .map_err(parquet_err)?;
+    let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["purchase_id"]);
+    let mut stream = builder.with_projection(mask).build().map_err(parquet_err)?;
+    let mut ids = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(parquet_err)?;
+        let column = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Invalid(format!("{path}: purchase_id is not a string column")))?;
+        ids.extend(column.iter().flatten().map(str::to_string));
+    }
+    Ok(ids)
+}
+
+/// One Parquet object in memory (flushes are bounded by `flush_rows` / `flush_bytes`).
+fn encode(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let err = |cause| Error::Parquet {
+        path: path.to_string(),
+        cause,
+    };
+    let mut writer = ArrowWriter::try_new(
+        Vec::new(),
+        batch.schema(),
+        Some(shop_lake::writer::writer_properties()),
+    )
+    .map_err(err)?;
+    writer.write(batch).map_err(err)?;
+    writer.into_inner().map_err(err)
+}
+
+/// Closes the consumer (leaving the group), giving up after 10 s: a close once hung on tansu.
+fn close(consumer: BaseConsumer<RebalanceLog>) {
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+        let _ = done.send(());
+    });
+    if wait.recv_timeout(Duration::from_secs(10)).is_err() {
+        tracing::warn!("the Kafka consumer did not close within 10 s; leaving it behind");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_survive_the_store_path_encoding() {
+        let name = object_name("shop.purchases-v1_x", 3, 0, 12_345);
+        let path = Path::from("stage/purchases/dt=2026-11-25").join(name.as_str());
+        assert_eq!(path.filename(), Some(name.as_str()));
+        assert!(layout::is_data_file(&name));
+    }
+}
