@@ -52,13 +52,17 @@ time_runs() {
 }
 
 copy_s=$(time_runs copy psql -q "$URL" -c "COPY customers TO STDOUT (FORMAT binary)")
-pg2parquet_s=$(time_runs pg2parquet "$PG2PARQUET" export --quiet -c "$URL" -t customers \
-    --compression zstd --compression-level 3 -o "$WORK/out/customers.parquet")
+# pg2parquet: numerics as DECIMAL(12,2) like ours (its default is float64); PGPASSWORD keeps it
+# from asking for a password on a trust-auth server.
+P2P_ARGS=(--quiet -c "$URL" -t customers --compression zstd --compression-level 3
+    --numeric-handling decimal --decimal-precision 12 --decimal-scale 2)
+export PGPASSWORD=${PGPASSWORD:-unused}
+pg2parquet_s=$(time_runs pg2parquet "$PG2PARQUET" export "${P2P_ARGS[@]}" -o "$WORK/out/customers.parquet")
 shop_s=$(time_runs shop "$SHOP" ingest postgres --pg-url "$URL" --tables customers \
     --lake "$WORK/out/lake" --log-filter warn)
 
 # Sizes of what each tool wrote (last run).
-"$PG2PARQUET" export --quiet -c "$URL" -t customers --compression zstd -o "$WORK/p.parquet" >/dev/null
+"$PG2PARQUET" export "${P2P_ARGS[@]}" -o "$WORK/p.parquet" >/dev/null
 "$SHOP" ingest postgres --pg-url "$URL" --tables customers --lake "$WORK/lake" --log-filter warn 2>/dev/null
 p_size=$(stat -c %s "$WORK/p.parquet")
 s_size=$(find "$WORK/lake/stage/customers" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s}')
@@ -69,7 +73,7 @@ ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
 cat <<EOF
 Export of $ROWS customers (13 columns), median of $RUNS runs, $(nproc) cores, PostgreSQL $(psql -tAq "$URL" -c 'SHOW server_version'):
 
-| tool | seconds | rows/s | vs shop-analytics | Parquet bytes |
+| tool | seconds | rows/s | time vs shop-analytics | Parquet bytes |
 | --- | ---: | ---: | ---: | ---: |
 | \`COPY … TO STDOUT (FORMAT binary)\` → /dev/null (the limit) | $(printf '%.2f' "$copy_s") | $(rate "$copy_s") | $(ratio "$copy_s" "$shop_s")× | – |
 | \`shop-analytics ingest postgres\` | $(printf '%.2f' "$shop_s") | $(rate "$shop_s") | 1.00× | $s_size |

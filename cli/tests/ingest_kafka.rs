@@ -214,7 +214,9 @@ async fn killed_workers_neither_lose_nor_duplicate_events() {
     // or inside flushes (the marker is polled every 20 ms while the worker writes).
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
     let mut targets: Vec<i64> = (0..6)
-        .map(|_| rng.random_range(5_000..EVENTS as i64 - 20_000))
+        // A worker writes up to ~25k messages between a target and its kill (four partitions
+        // of 5000-row flushes); targets up to 110k keep six kills well before the end.
+        .map(|_| rng.random_range(5_000..110_000))
         .collect();
     targets.sort_unstable();
     let mut progress = Vec::new();

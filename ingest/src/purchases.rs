@@ -328,7 +328,7 @@ pub fn rejected_batch(rows: &[Rejected]) -> RecordBatch {
         key.append_option(r.key.as_deref());
         payload.append_option(r.payload.as_deref());
         reason.append_value(&r.reason);
-        sent.append_option(r.kafka_timestamp_ms.map(|ms| ms * 1_000));
+        sent.append_option(r.kafka_timestamp_ms.and_then(|ms| ms.checked_mul(1_000)));
         at.append_value(r.rejected_at.timestamp_micros());
     }
     let columns: Vec<ArrayRef> = vec![

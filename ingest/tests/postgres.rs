@@ -518,6 +518,19 @@ async fn incremental_exports_keep_exactly_the_latest_version_of_each_row() {
     assert_eq!(third.rows_total, second.rows_total);
     assert_eq!(lake_customers(&lake).await, pg_customers(&pg).await);
 
+    // A row inserted with an updated_at older than the watermark cannot be found by the
+    // incremental filter: the merge notices the gap and copies the table in full instead.
+    pg.pool()
+        .execute(
+            "INSERT INTO customers (customer_id, name, country, updated_at)
+             VALUES (6001, 'Backdated', 'AT', '2020-01-01T00:00:00Z')",
+        )
+        .await
+        .unwrap();
+    let fourth = export(&pg, &lake, "customers", &incremental).await.unwrap();
+    assert_eq!(fourth.mode, Mode::Snapshot, "{fourth:?}");
+    assert_eq!(lake_customers(&lake).await, pg_customers(&pg).await);
+
     // A snapshot run from the same table gives the same rows.
     export(&pg, &lake, "customers", &ExportOptions::default())
         .await
@@ -568,6 +581,13 @@ async fn a_changed_table_definition_falls_back_to_a_snapshot() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("primary key"), "{err}");
+    // Nor one whose updated_at may be NULL: such rows would never be exported.
+    pg.pool()
+        .execute("CREATE TABLE loose (id int PRIMARY KEY, updated_at timestamptz)")
+        .await
+        .unwrap();
+    let err = export(&pg, &lake, "loose", &incremental).await.unwrap_err();
+    assert!(err.to_string().contains("nullable"), "{err}");
     pg.cleanup().await;
 }
 

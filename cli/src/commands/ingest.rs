@@ -22,6 +22,15 @@ async fn connect(pg: &ResolvedPostgres) -> anyhow::Result<PgPool> {
 /// that table published. With `--every-secs` rounds repeat until a shutdown signal.
 pub async fn postgres(args: IngestPostgresArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let pg = args.postgres.resolve(file)?;
+    let mut lake_names = std::collections::BTreeMap::new();
+    for table in &args.tables {
+        let name = postgres::lake_table_name(table)?;
+        if let Some(other) = lake_names.insert(name.clone(), table) {
+            anyhow::bail!(
+                "{other} and {table} would both land in stage.{name}; export them separately"
+            );
+        }
+    }
     let lake = serve::open_lake(&args.lake, file).await?;
     let options = ExportOptions {
         mode: match args.mode {

@@ -34,11 +34,12 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, RecordBatch, StringArray};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
 use parquet::arrow::ArrowWriter;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use shop_lake::{Lake, layout};
@@ -169,15 +170,30 @@ pub fn rejected_dir() -> Path {
 }
 
 pub async fn read_marker(lake: &Lake, topic: &str, partition: i32) -> Result<Option<Marker>> {
+    Ok(read_marker_versioned(lake, topic, partition)
+        .await?
+        .map(|(marker, _)| marker))
+}
+
+/// The marker and the version it was read at (for the conditional write that follows).
+async fn read_marker_versioned(
+    lake: &Lake,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<(Marker, UpdateVersion)>> {
     let path = marker_path(topic, partition);
     match lake.store().get(&path).await {
         Ok(got) => {
+            let version = UpdateVersion {
+                e_tag: got.meta.e_tag.clone(),
+                version: got.meta.version.clone(),
+            };
             let bytes = got
                 .bytes()
                 .await
                 .map_err(|e| shop_lake::Error::store(&path, e))?;
             serde_json::from_slice(&bytes)
-                .map(Some)
+                .map(|marker| Some((marker, version)))
                 .map_err(|cause| Error::Marker {
                     path: path.to_string(),
                     cause,
@@ -188,49 +204,127 @@ pub async fn read_marker(lake: &Lake, topic: &str, partition: i32) -> Result<Opt
     }
 }
 
-async fn write_marker(lake: &Lake, topic: &str, partition: i32, marker: &Marker) -> Result<()> {
+/// Writes the marker only if it is still at `expected` (`None`: it must not exist yet), so a
+/// worker that lost its partition to another cannot overwrite the new owner's progress.
+/// `Ok(None)` when another writer changed it. Stores without conditional updates (the local
+/// file system) are overwritten instead: there, one worker per lake is assumed.
+async fn write_marker(
+    lake: &Lake,
+    topic: &str,
+    partition: i32,
+    marker: &Marker,
+    expected: Option<&UpdateVersion>,
+) -> Result<Option<UpdateVersion>> {
+    let path = marker_path(topic, partition);
     let json = serde_json::to_vec(marker).expect("a marker serialises");
-    lake.put_bytes(&marker_path(topic, partition), json).await?;
-    Ok(())
+    let mode = match expected {
+        Some(v) => PutMode::Update(v.clone()),
+        None => PutMode::Create,
+    };
+    let put = |mode| {
+        lake.store()
+            .put_opts(&path, json.clone().into(), PutOptions::from(mode))
+    };
+    let result = match put(mode).await {
+        Err(object_store::Error::NotImplemented { .. }) => put(PutMode::Overwrite).await,
+        other => other,
+    };
+    match result {
+        Ok(done) => Ok(Some(UpdateVersion {
+            e_tag: done.e_tag,
+            version: done.version,
+        })),
+        Err(
+            object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. },
+        ) => Ok(None),
+        Err(e) => Err(shop_lake::Error::store(&path, e).into()),
+    }
 }
 
-/// Rebalance events, recorded by the consumer context inside `poll` and handled right after it.
-#[derive(Default)]
-struct RebalanceLog {
+/// The consumer's context: assigns partitions at the lake's offsets and records rebalances,
+/// which happen inside `poll`, for the loop to handle right after it.
+struct GroupContext {
     events: Mutex<Vec<(bool, Vec<i32>)>>,
     topic: String,
+    lake: Lake,
+    handle: Handle,
 }
 
-impl RebalanceLog {
-    fn record(&self, assigned: bool, tpl: &TopicPartitionList) {
-        let partitions = tpl
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == self.topic)
-            .map(|e| e.partition())
-            .collect();
+impl GroupContext {
+    fn record(&self, assigned: bool, partitions: Vec<i32>) {
         self.events
             .lock()
             .expect("rebalance log lock")
             .push((assigned, partitions));
     }
-}
 
-impl ClientContext for RebalanceLog {}
-
-impl ConsumerContext for RebalanceLog {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            self.record(false, tpl);
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.record(true, tpl);
-        }
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect()
     }
 }
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    /// Eager rebalancing, with one change to the default: partitions start at the lake's
+    /// `next_offset`, not at the group's committed offset (the lake is the truth; the commit can
+    /// lag behind it, or be ahead of it for a lake that was restored or replaced).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions = self.partitions(tpl);
+                for &p in &partitions {
+                    let start = self
+                        .handle
+                        .block_on(read_marker(&self.lake, &self.topic, p));
+                    let offset = match start {
+                        Ok(Some(marker)) => Offset::Offset(marker.next_offset),
+                        Ok(None) => Offset::Beginning,
+                        Err(e) => {
+                            // Messages below the marker are skipped anyway; this only loses
+                            // the jump forward or back.
+                            tracing::error!(partition = p, cause = %e, "cannot read the offsets marker; starting at the committed offset");
+                            Offset::Stored
+                        }
+                    };
+                    if let Err(e) = tpl.set_partition_offset(&self.topic, p, offset) {
+                        tracing::error!(partition = p, cause = %e, "cannot set the start offset");
+                    }
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(cause = %e, "assigning partitions failed");
+                }
+                self.record(true, partitions);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.record(false, self.partitions(tpl));
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(cause = %e, "unassigning partitions failed");
+                }
+            }
+            other => {
+                // librdkafka's own handling: drop everything; so must we.
+                tracing::error!(error = ?other, "rebalance error; releasing every partition");
+                self.record(false, vec![REVOKE_ALL]);
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(cause = %e, "unassigning partitions failed");
+                }
+            }
+        }
+    }
+}
+
+/// A revoke event for every partition held.
+const REVOKE_ALL: i32 = -1;
 
 /// What one partition holds between flushes.
 struct PartitionState {
@@ -247,13 +341,22 @@ struct PartitionState {
     known_since: std::collections::VecDeque<(i64, String)>,
     /// The marker's `recent` list.
     recent: Vec<(String, i64)>,
+    /// The marker's version as last read or written by this worker.
+    version: Option<UpdateVersion>,
 }
 
 impl PartitionState {
-    fn new(next_offset: i64, recent: Vec<(String, i64)>, known: Vec<String>) -> Self {
+    fn new(recovered: Recovered) -> Self {
+        let Recovered {
+            next_offset,
+            version,
+            recent,
+            known,
+        } = recovered;
         let now = unix_now();
         Self {
             next_offset,
+            version,
             first: None,
             last: -1,
             bytes: 0,
@@ -287,9 +390,15 @@ impl PartitionState {
     }
 }
 
-/// What a new owner of a partition starts from: the next offset, the marker's recent files and
-/// their purchase_ids.
-type Recovered = (i64, Vec<(String, i64)>, Vec<String>);
+/// What a new owner of a partition starts from.
+struct Recovered {
+    next_offset: i64,
+    /// The marker's version, for the next conditional write (`None`: no marker yet).
+    version: Option<UpdateVersion>,
+    /// The marker's recent files and their purchase_ids.
+    recent: Vec<(String, i64)>,
+    known: Vec<String>,
+}
 
 /// The worker: call [`Worker::run`] on a blocking thread.
 pub struct Worker {
@@ -320,7 +429,7 @@ impl Worker {
         }
     }
 
-    fn consumer(&self) -> Result<BaseConsumer<RebalanceLog>> {
+    fn consumer(&self) -> Result<BaseConsumer<GroupContext>> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &self.config.brokers)
@@ -336,10 +445,12 @@ impl Worker {
         for (k, v) in &self.config.extra {
             client.set(k, v);
         }
-        let consumer: BaseConsumer<RebalanceLog> = client
-            .create_with_context(RebalanceLog {
+        let consumer: BaseConsumer<GroupContext> = client
+            .create_with_context(GroupContext {
                 events: Mutex::default(),
                 topic: self.config.topic.clone(),
+                lake: self.lake.clone(),
+                handle: self.handle.clone(),
             })
             .map_err(self.kafka_error("creating the consumer"))?;
         consumer
@@ -386,20 +497,22 @@ impl Worker {
         result
     }
 
-    fn handle_rebalance(&mut self, consumer: &BaseConsumer<RebalanceLog>) -> Result<()> {
+    fn handle_rebalance(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<()> {
         let events = std::mem::take(&mut *consumer.context().events.lock().expect("lock"));
-        for (assigned, partitions) in events {
+        for (assigned, mut partitions) in events {
+            if partitions == [REVOKE_ALL] {
+                partitions = self.partitions.keys().copied().collect();
+            }
             for p in partitions {
                 if assigned {
-                    let (next, recent, known) = self.recover(p)?;
+                    let recovered = self.recover(p)?;
                     tracing::info!(
                         partition = p,
-                        next_offset = next,
-                        recent_ids = known.len(),
+                        next_offset = recovered.next_offset,
+                        recent_ids = recovered.known.len(),
                         "partition assigned"
                     );
-                    self.partitions
-                        .insert(p, PartitionState::new(next, recent, known));
+                    self.partitions.insert(p, PartitionState::new(recovered));
                 } else if let Some(state) = self.partitions.remove(&p) {
                     tracing::info!(
                         partition = p,
@@ -417,8 +530,15 @@ impl Worker {
     fn recover(&self, partition: i32) -> Result<Recovered> {
         let topic = self.config.topic.clone();
         self.handle.block_on(async {
-            let Some(mut marker) = read_marker(&self.lake, &topic, partition).await? else {
-                return Ok((0, Vec::new(), Vec::new()));
+            let Some((mut marker, mut version)) =
+                read_marker_versioned(&self.lake, &topic, partition).await?
+            else {
+                return Ok(Recovered {
+                    next_offset: 0,
+                    version: None,
+                    recent: Vec::new(),
+                    known: Vec::new(),
+                });
             };
             if !marker.pending.is_empty() {
                 for file in &marker.pending {
@@ -434,15 +554,35 @@ impl Worker {
                     "removed the files of a flush that did not finish; they are written again"
                 );
                 marker.pending.clear();
-                write_marker(&self.lake, &topic, partition, &marker).await?;
+                version = write_marker(&self.lake, &topic, partition, &marker, Some(&version))
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "the offsets marker of partition {partition} changed during recovery: \
+                             another worker of the group writes it"
+                        ))
+                    })?;
             }
             let horizon = unix_now() - DEDUP_WINDOW.as_secs() as i64;
             marker.recent.retain(|(_, at)| *at >= horizon);
-            let mut ids = Vec::new();
+            let mut known = Vec::new();
             for (file, _) in &marker.recent {
-                ids.extend(read_ids(&self.lake, Path::from(file.as_str())).await?);
+                match read_ids(&self.lake, Path::from(file.as_str())).await {
+                    Ok(ids) => known.extend(ids),
+                    Err(e) => tracing::warn!(
+                        partition,
+                        file,
+                        cause = %e,
+                        "cannot read the purchase ids of a recent file; repeats of them are not recognised"
+                    ),
+                }
             }
-            Ok((marker.next_offset, marker.recent, ids))
+            Ok(Recovered {
+                next_offset: marker.next_offset,
+                version: Some(version),
+                recent: marker.recent,
+                known,
+            })
         })
     }
 
@@ -455,8 +595,9 @@ impl Worker {
         let Some(state) = self.partitions.get(&partition) else {
             return Ok(());
         };
-        if offset < state.next_offset {
-            // Already in the lake: a replay after a crash between the marker and the commit.
+        if offset < state.next_offset || offset <= state.last {
+            // Already in the lake (a replay after a crash between the marker and the commit), or
+            // already buffered (librdkafka delivering again after an offset reset).
             return Ok(());
         }
         let timestamp = m.timestamp().to_millis();
@@ -503,7 +644,7 @@ impl Worker {
         Ok(())
     }
 
-    fn flush_due(&mut self, consumer: &BaseConsumer<RebalanceLog>, all: bool) -> Result<()> {
+    fn flush_due(&mut self, consumer: &BaseConsumer<GroupContext>, all: bool) -> Result<()> {
         let due: Vec<i32> = self
             .partitions
             .iter()
@@ -522,7 +663,7 @@ impl Worker {
         Ok(())
     }
 
-    fn flush(&mut self, consumer: &BaseConsumer<RebalanceLog>, partition: i32) -> Result<()> {
+    fn flush(&mut self, consumer: &BaseConsumer<GroupContext>, partition: i32) -> Result<()> {
         let topic = self.config.topic.clone();
         let state = self.partitions.get_mut(&partition).expect("assigned");
         let Some((start, _)) = state.first else {
@@ -568,13 +709,18 @@ impl Worker {
                 .map(|(p, _)| (p.to_string(), now)),
         );
         let previous_recent = state.recent.clone();
-        self.handle.block_on(async {
+        let version = state.version.clone();
+        let outcome = self.handle.block_on(async {
             let pending = Marker {
                 next_offset: start,
                 pending: encoded.iter().map(|(p, _)| p.to_string()).collect(),
                 recent: previous_recent,
             };
-            write_marker(&lake, &topic, partition, &pending).await?;
+            let Some(version) =
+                write_marker(&lake, &topic, partition, &pending, version.as_ref()).await?
+            else {
+                return Ok::<_, Error>(Err("before"));
+            };
             for (path, bytes) in encoded {
                 lake.put_bytes(&path, bytes).await?;
             }
@@ -583,10 +729,31 @@ impl Worker {
                 pending: Vec::new(),
                 recent: recent.clone(),
             };
-            write_marker(&lake, &topic, partition, &done).await
+            Ok(
+                write_marker(&lake, &topic, partition, &done, Some(&version))
+                    .await?
+                    .ok_or("while"),
+            )
         })?;
+        let version = match outcome {
+            Ok(version) => version,
+            Err(when) => {
+                // Another worker owns the partition now (this one was fenced out of the group
+                // without noticing): write nothing more for it.
+                tracing::error!(
+                    partition,
+                    start,
+                    end,
+                    "the offsets marker changed {when} this flush: another worker took the \
+                     partition over; dropping it here"
+                );
+                self.partitions.remove(&partition);
+                return Ok(());
+            }
+        };
         let state = self.partitions.get_mut(&partition).expect("assigned");
         state.next_offset = end + 1;
+        state.version = Some(version);
         state.recent = recent;
         state.clear_buffer();
         state.forget_old_ids();
@@ -606,7 +773,7 @@ impl Worker {
         Ok(())
     }
 
-    fn log_metrics(&self, consumer: &BaseConsumer<RebalanceLog>, started: Instant) {
+    fn log_metrics(&self, consumer: &BaseConsumer<GroupContext>, started: Instant) {
         let mut lag = 0_i64;
         let mut known = true;
         for (partition, state) in &self.partitions {
@@ -679,7 +846,7 @@ fn encode(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>> {
 }
 
 /// Closes the consumer (leaving the group), giving up after 10 s: a close once hung on tansu.
-fn close(consumer: BaseConsumer<RebalanceLog>) {
+fn close(consumer: BaseConsumer<GroupContext>) {
     let (done, wait) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         consumer.unsubscribe();

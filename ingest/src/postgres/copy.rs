@@ -20,6 +20,9 @@ use super::Error;
 use super::types::{PgKind, PgTable};
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+/// What [`CopyDecoder::complete_row_len`] returns for the trailer (a field count of -1); no row
+/// of a table with columns is this short.
+const TRAILER: usize = 2;
 /// Microseconds from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Days from 1970-01-01 to 2000-01-01.
@@ -39,7 +42,13 @@ pub struct CopyDecoder {
     trailer_seen: bool,
     /// Rows decoded so far, for error messages.
     rows: u64,
+    /// Field bytes in the batch being built: batches are also cut by size, so that wide text or
+    /// bytea values neither overflow Arrow's 32-bit offsets nor hold much memory.
+    batch_bytes: usize,
 }
+
+/// Field bytes after which a batch is cut, whatever its row count.
+const BATCH_BYTES: usize = 64 << 20;
 
 impl CopyDecoder {
     pub fn new(table: &PgTable, batch_rows: usize) -> Self {
@@ -61,6 +70,7 @@ impl CopyDecoder {
             header_seen: false,
             trailer_seen: false,
             rows: 0,
+            batch_bytes: 0,
         }
     }
 
@@ -70,6 +80,9 @@ impl CopyDecoder {
 
     /// Adds bytes from the server and returns the batches completed by them.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>, Error> {
+        if self.kinds.is_empty() {
+            return Err(self.protocol("the table has no columns to export"));
+        }
         self.buffer.extend_from_slice(chunk);
         let mut done = Vec::new();
         if !self.header_seen && !self.read_header()? {
@@ -79,15 +92,15 @@ impl CopyDecoder {
             let Some(row_len) = self.complete_row_len()? else {
                 break;
             };
-            if row_len == 2 {
-                // The trailer: a field count of -1.
+            if row_len == TRAILER {
                 self.buffer.advance(2);
                 self.trailer_seen = true;
                 break;
             }
             let row = self.buffer.split_to(row_len).freeze();
             self.decode_row(&row[2..])?;
-            if self.builders[0].len() >= self.batch_rows {
+            self.batch_bytes += row_len;
+            if self.builders[0].len() >= self.batch_rows || self.batch_bytes >= BATCH_BYTES {
                 done.push(self.take_batch()?);
             }
         }
@@ -136,7 +149,7 @@ impl CopyDecoder {
         }
         let fields = i16::from_be_bytes([b[0], b[1]]);
         if fields == -1 {
-            return Ok(Some(2));
+            return Ok(Some(TRAILER));
         }
         if fields as usize != self.kinds.len() {
             return Err(self.protocol(&format!(
@@ -184,6 +197,7 @@ impl CopyDecoder {
     }
 
     fn take_batch(&mut self) -> Result<RecordBatch, Error> {
+        self.batch_bytes = 0;
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
         RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| Error::Arrow {
             table: self.table.clone(),
@@ -299,7 +313,14 @@ impl Builder {
                 };
                 b.append_value(days);
             }
-            Self::Time(b) => b.append_value(i64::from_be_bytes(fixed(value)?)),
+            Self::Time(b) => {
+                let micros = i64::from_be_bytes(fixed(value)?);
+                // PostgreSQL accepts 24:00:00; Arrow's time of day ends before it.
+                if !(0..86_400_000_000).contains(&micros) {
+                    return Err("time 24:00:00 is outside Arrow's time of day".into());
+                }
+                b.append_value(micros);
+            }
             Self::Timestamp(b) => {
                 let micros = i64::from_be_bytes(fixed(value)?);
                 let micros = match micros {

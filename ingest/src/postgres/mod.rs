@@ -227,6 +227,7 @@ const PROP_SOURCE: &str = "source";
 const PROP_COLUMNS: &str = "columns";
 const PROP_WATERMARK: &str = "watermark";
 const PROP_MODE: &str = "mode";
+const PROP_UPDATED_COLUMN: &str = "updated_column";
 
 /// A fingerprint of the exported columns: an incremental run needs the previous snapshot to have
 /// the same ones.
@@ -280,8 +281,15 @@ pub async fn export_table(
     };
     let watermark = match updated {
         Some(column) => {
+            // Capped at the transaction's start, so that a row with a future (or infinite)
+            // updated_at cannot move the watermark past changes still to come.
+            let cast = if column.kind == types::PgKind::TimestampTz {
+                "timestamptz"
+            } else {
+                "timestamp"
+            };
             let sql = format!(
-                "SELECT max({})::text FROM {}",
+                "SELECT LEAST(max({}), transaction_timestamp()::{cast})::text FROM {}",
                 quote_ident(&column.name),
                 source.qualified
             );
@@ -293,23 +301,47 @@ pub async fn export_table(
         None => None,
     };
 
-    let writer = SnapshotWriter::begin(lake, layout::STAGE, &lake_table, source.arrow_schema())
-        .await?
-        .with_rows_per_file(options.rows_per_file);
-    let sink = Sink::start(writer);
-    let filled = fill(&mut tx, lake, &source, options, &plan, &sink, progress).await;
-    // A failed writer task has aborted its uploads already; its error is the one to report.
-    let writer = sink.finish().await?;
-    let counts = match filled {
-        Ok(counts) => counts,
-        Err(e) => {
-            writer.abort().await;
-            return Err(e);
+    let mut plan = plan;
+    let (writer, counts) = loop {
+        let writer = SnapshotWriter::begin(lake, layout::STAGE, &lake_table, source.arrow_schema())
+            .await?
+            .with_rows_per_file(options.rows_per_file);
+        let sink = Sink::start(writer);
+        let filled = fill(&mut tx, lake, &source, options, &plan, &sink, progress).await;
+        // A failed writer task has aborted its uploads already; its error is the one to report.
+        let writer = sink.finish().await?;
+        match filled {
+            Ok(counts)
+                if counts
+                    .live
+                    .is_none_or(|live| live == counts.read + counts.kept) =>
+            {
+                break (writer, counts);
+            }
+            Ok(counts) => {
+                // Rows whose updated_at is older than the watermark appeared (inserted with an
+                // old timestamp, or committed later than the look-back): only a full copy has
+                // them. Same transaction, so the same database state.
+                tracing::warn!(
+                    table,
+                    live = counts.live,
+                    merged = counts.read + counts.kept,
+                    "the incremental merge misses rows older than the watermark; exporting a full snapshot instead"
+                );
+                writer.abort().await;
+                progress.store(0, Ordering::Relaxed);
+                plan = Plan::Full;
+            }
+            Err(e) => {
+                writer.abort().await;
+                return Err(e);
+            }
         }
     };
-    tx.commit()
-        .await
-        .map_err(|cause| Error::query(table, "ending the transaction", cause))?;
+    if let Err(cause) = tx.commit().await {
+        writer.abort().await;
+        return Err(Error::query(table, "ending the transaction", cause));
+    }
 
     let mode = match plan {
         Plan::Full => Mode::Snapshot,
@@ -325,6 +357,10 @@ pub async fn export_table(
     ]);
     if let Some(w) = &watermark {
         properties.insert(PROP_WATERMARK.to_string(), w.clone());
+        properties.insert(
+            PROP_UPDATED_COLUMN.to_string(),
+            options.updated_column.clone(),
+        );
     }
     let manifest = writer.commit(properties).await?;
     let report = ExportReport {
@@ -391,6 +427,12 @@ fn incremental_plan(
             updated.name, updated.declared
         )));
     }
+    if updated.nullable {
+        return Err(refuse(format!(
+            "{} is nullable, and rows where it is NULL would never be exported; declare it NOT NULL",
+            updated.name
+        )));
+    }
     let expected_source = format!("postgres:{}", source.qualified);
     let full = |why: &str| {
         tracing::info!(table = %source.name, "exporting a full snapshot: {why}");
@@ -408,6 +450,9 @@ fn incremental_plan(
     let Some(since) = previous.properties.get(PROP_WATERMARK) else {
         return full("the previous export had no rows, so no watermark");
     };
+    if previous.properties.get(PROP_UPDATED_COLUMN) != Some(&options.updated_column) {
+        return full("the previous watermark was taken from another column");
+    }
     Ok(Plan::Changes {
         since: since.clone(),
         previous: previous.clone(),
@@ -424,7 +469,11 @@ fn incremental_plan(
 #[derive(Debug, Default)]
 struct Counts {
     read: u64,
+    /// Rows of the previous snapshot carried over.
+    kept: u64,
     deleted: u64,
+    /// Rows in the table (incremental runs only).
+    live: Option<u64>,
 }
 
 /// Streams the plan's rows into the sink.
@@ -447,7 +496,10 @@ async fn fill(
     } = plan
     else {
         let read = copy_into(conn, source, &select, options.batch_rows, sink, progress).await?;
-        return Ok(Counts { read, deleted: 0 });
+        return Ok(Counts {
+            read,
+            ..Counts::default()
+        });
     };
     let filter = format!(
         " WHERE {} > '{}'::{updated_type} - interval '{} seconds'",
@@ -471,9 +523,14 @@ async fn fill(
         progress,
     )
     .await?;
-    let deleted =
+    let (kept, deleted) =
         merge_previous(lake, source, previous, key, &live, &changed, sink, progress).await?;
-    Ok(Counts { read, deleted })
+    Ok(Counts {
+        read,
+        kept,
+        deleted,
+        live: Some(live.len() as u64),
+    })
 }
 
 async fn key_set(conn: &mut PgConnection, table: &str, sql: &str) -> Result<HashSet<i64>> {
@@ -519,7 +576,7 @@ async fn copy_into(
 }
 
 /// Sends the previous snapshot's rows that still exist and did not change; returns how many
-/// rows were dropped because their key is gone from PostgreSQL.
+/// rows were kept, and how many were dropped because their key is gone from PostgreSQL.
 #[allow(clippy::too_many_arguments)]
 async fn merge_previous(
     lake: &Lake,
@@ -530,13 +587,13 @@ async fn merge_previous(
     changed: &HashSet<i64>,
     sink: &Sink,
     progress: &AtomicU64,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let parquet_error = |cause| Error::PreviousSnapshot {
         table: source.name.clone(),
         cause,
     };
     let lake_table = lake_table_name(&source.name)?;
-    let mut deleted = 0;
+    let (mut kept_rows, mut deleted) = (0, 0);
     for file in &previous.files {
         let path = file.lake_path(layout::STAGE, &lake_table);
         let builder = shop_lake::reader::open_parquet(lake, path, file.size)
@@ -580,12 +637,13 @@ async fn merge_previous(
                 }
             })?;
             if kept.num_rows() > 0 {
+                kept_rows += kept.num_rows() as u64;
                 progress.fetch_add(kept.num_rows() as u64, Ordering::Relaxed);
                 sink.send(with_schema(kept, source)?).await?;
             }
         }
     }
-    Ok(deleted)
+    Ok((kept_rows, deleted))
 }
 
 /// The batch with the export's schema (files read back carry their own field metadata).
