@@ -17,6 +17,7 @@
 //! judges a message exactly as the first read did); `extras` an optional JSON object, kept as
 //! text. Unknown top-level fields are refused: new fields come with a new `schema_version`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -24,7 +25,9 @@ use arrow::array::{
     StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
 use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
 
 /// The version this crate reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -131,6 +134,37 @@ impl Purchase {
 /// Decodes and validates one message. `kafka_timestamp_ms` is the message's timestamp, the
 /// reference for "not in the future"; `Err` is the reason for the dead letter.
 pub fn decode(payload: &[u8], kafka_timestamp_ms: Option<i64>) -> Result<Purchase, String> {
+    // Well-formed events take the typed path (no intermediate JSON tree); anything it rejects
+    // is parsed again as a tree to say which field is wrong and why.
+    let fields = match serde_json::from_slice::<Fields<'_>>(payload) {
+        Ok(fields) => fields,
+        Err(_) => fields_of_tree(payload)?,
+    };
+    validate(fields, kafka_timestamp_ms)
+}
+
+/// The fields of an event with their JSON types checked, values not yet.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields<'a> {
+    schema_version: i64,
+    #[serde(borrow)]
+    purchase_id: Cow<'a, str>,
+    customer_id: i64,
+    product_id: i64,
+    seller_id: i64,
+    quantity: i64,
+    unit_price: serde_json::Value,
+    #[serde(borrow)]
+    currency: Cow<'a, str>,
+    #[serde(borrow)]
+    purchased_at: Cow<'a, str>,
+    #[serde(default)]
+    extras: Option<serde_json::Value>,
+}
+
+/// The slow path: every type error names its field.
+fn fields_of_tree(payload: &[u8]) -> Result<Fields<'static>, String> {
     let value: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| format!("not a JSON purchase event: {e}"))?;
     let serde_json::Value::Object(event) = value else {
@@ -142,42 +176,56 @@ pub fn decode(payload: &[u8], kafka_timestamp_ms: Option<i64>) -> Result<Purchas
             FIELDS.join(", ")
         ));
     }
-    let version = integer(&event, "schema_version")?;
-    if version != i64::from(SCHEMA_VERSION) {
+    let text = |name| string(&event, name).map(|s| Cow::Owned(s.to_string()));
+    Ok(Fields {
+        schema_version: integer(&event, "schema_version")?,
+        purchase_id: text("purchase_id")?,
+        customer_id: integer(&event, "customer_id")?,
+        product_id: integer(&event, "product_id")?,
+        seller_id: integer(&event, "seller_id")?,
+        quantity: integer(&event, "quantity")?,
+        unit_price: field(&event, "unit_price")?.clone(),
+        currency: text("currency")?,
+        purchased_at: text("purchased_at")?,
+        extras: event.get("extras").cloned(),
+    })
+}
+
+fn validate(event: Fields<'_>, kafka_timestamp_ms: Option<i64>) -> Result<Purchase, String> {
+    if event.schema_version != i64::from(SCHEMA_VERSION) {
         return Err(format!(
-            "schema_version {version} is not supported (this worker reads {SCHEMA_VERSION})"
+            "schema_version {} is not supported (this worker reads {SCHEMA_VERSION})",
+            event.schema_version
         ));
     }
-    let raw_id = string(&event, "purchase_id")?;
+    let raw_id = &event.purchase_id;
     let purchase_id = uuid::Uuid::parse_str(raw_id)
         .map_err(|_| format!("purchase_id {raw_id:?} is not a UUID"))?
         .hyphenated()
         .to_string();
-    let mut ids = [0_i64; 3];
-    for (slot, name) in ids
-        .iter_mut()
-        .zip(["customer_id", "product_id", "seller_id"])
-    {
-        let value = integer(&event, name)?;
+    for (name, value) in [
+        ("customer_id", event.customer_id),
+        ("product_id", event.product_id),
+        ("seller_id", event.seller_id),
+    ] {
         if value <= 0 {
             return Err(format!("{name} must be positive, got {value}"));
         }
-        *slot = value;
     }
-    let quantity = integer(&event, "quantity")?;
+    let quantity = event.quantity;
     if !(1..=1_000_000).contains(&quantity) {
         return Err(format!(
             "quantity must be between 1 and 1000000, got {quantity}"
         ));
     }
-    let unit_price = parse_price(field(&event, "unit_price")?)?;
-    let currency = string(&event, "currency")?;
+    let unit_price = parse_price(&event.unit_price)?;
+    let currency = &event.currency;
     if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
         return Err(format!(
             "currency {currency:?} is not a three-letter ISO 4217 code"
         ));
     }
-    let raw_at = string(&event, "purchased_at")?;
+    let raw_at = &event.purchased_at;
     let at = DateTime::parse_from_rfc3339(raw_at)
         .map_err(|e| format!("purchased_at {raw_at:?} is not an RFC 3339 time: {e}"))?
         .with_timezone(&Utc);
@@ -194,18 +242,16 @@ pub fn decode(payload: &[u8], kafka_timestamp_ms: Option<i64>) -> Result<Purchas
             "purchased_at {at} is more than a day after the message was sent ({sent})"
         ));
     }
-    let extras = match event.get("extras") {
+    let extras = match event.extras {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Object(map)) => {
-            Some(serde_json::Value::Object(map.clone()).to_string())
-        }
+        Some(map @ serde_json::Value::Object(_)) => Some(map.to_string()),
         Some(other) => return Err(format!("extras must be a JSON object, got {other}")),
     };
     Ok(Purchase {
         purchase_id,
-        customer_id: ids[0],
-        product_id: ids[1],
-        seller_id: ids[2],
+        customer_id: event.customer_id,
+        product_id: event.product_id,
+        seller_id: event.seller_id,
         quantity: quantity as i32,
         unit_price,
         currency: currency.to_string(),

@@ -335,10 +335,11 @@ struct PartitionState {
     events: usize,
     rows: BTreeMap<NaiveDate, PurchaseBatch>,
     rejected: Vec<Rejected>,
-    /// purchase_ids of this partition written or buffered within the dedup window.
-    known: HashSet<String>,
+    /// purchase_ids (as UUID bits) of this partition written or buffered within the dedup
+    /// window.
+    known: HashSet<u128>,
     /// When each id of `known` arrived, oldest first, to forget them after the window.
-    known_since: std::collections::VecDeque<(i64, String)>,
+    known_since: std::collections::VecDeque<(i64, u128)>,
     /// The marker's `recent` list.
     recent: Vec<(String, i64)>,
     /// The marker's version as last read or written by this worker.
@@ -363,7 +364,7 @@ impl PartitionState {
             events: 0,
             rows: BTreeMap::new(),
             rejected: Vec::new(),
-            known_since: known.iter().map(|id| (now, id.clone())).collect(),
+            known_since: known.iter().map(|id| (now, *id)).collect(),
             known: known.into_iter().collect(),
             recent,
         }
@@ -397,7 +398,7 @@ struct Recovered {
     version: Option<UpdateVersion>,
     /// The marker's recent files and their purchase_ids.
     recent: Vec<(String, i64)>,
-    known: Vec<String>,
+    known: Vec<u128>,
 }
 
 /// The worker: call [`Worker::run`] on a blocking thread.
@@ -608,10 +609,9 @@ impl Worker {
         let decoded = match decoded {
             Ok(p) => {
                 let state = self.partitions.get_mut(&partition).expect("checked above");
-                if state.known.insert(p.purchase_id.clone()) {
-                    state
-                        .known_since
-                        .push_back((unix_now(), p.purchase_id.clone()));
+                let id = uuid_bits(&p.purchase_id);
+                if state.known.insert(id) {
+                    state.known_since.push_back((unix_now(), id));
                     Ok(p)
                 } else {
                     Err(format!(
@@ -800,8 +800,21 @@ impl Worker {
     }
 }
 
+/// A purchase_id as a number, for compact sets (ids that are not UUIDs hash as text).
+fn uuid_bits(id: &str) -> u128 {
+    uuid::Uuid::parse_str(id).map_or_else(
+        |_| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            id.hash(&mut h);
+            u128::from(h.finish())
+        },
+        |u| u.as_u128(),
+    )
+}
+
 /// The purchase_ids of one data file (missing files, e.g. removed by hand, have none).
-async fn read_ids(lake: &Lake, path: Path) -> Result<Vec<String>> {
+async fn read_ids(lake: &Lake, path: Path) -> Result<Vec<u128>> {
     let size = match lake.store().head(&path).await {
         Ok(meta) => meta.size,
         Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
@@ -824,7 +837,7 @@ async fn read_ids(lake: &Lake, path: Path) -> Result<Vec<String>> {
             .as_any()
             .downcast_ref::<StringArray>()
             .ok_or_else(|| Error::Invalid(format!("{path}: purchase_id is not a string column")))?;
-        ids.extend(column.iter().flatten().map(str::to_string));
+        ids.extend(column.iter().flatten().map(uuid_bits));
     }
     Ok(ids)
 }
