@@ -228,3 +228,94 @@ fn unreachable_postgres_or_store_fail_clearly_and_publish_nothing() {
     assert!(!out.status.success());
     assert!(stderr.contains("is not reachable"), "{stderr}");
 }
+
+#[tokio::test]
+async fn continuous_mode_exports_round_after_round_and_stops_on_sigterm() {
+    let Some(pg) = TestPostgres::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lake_path = dir.path().join("lake").display().to_string();
+    let health = dir.path().join("healthy");
+    run_ok(&[
+        "generate",
+        "postgres",
+        "--pg-url",
+        pg.url(),
+        "--customers",
+        "1000",
+        "--sellers",
+        "5",
+    ]);
+    let mut child = Command::new(BIN)
+        .args([
+            "ingest",
+            "postgres",
+            "--pg-url",
+            pg.url(),
+            "--lake",
+            &lake_path,
+            "--tables",
+            "customers",
+            "--mode",
+            "incremental",
+            "--every-secs",
+            "1",
+            "--health-file",
+        ])
+        .arg(&health)
+        .env("SHOP_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lake = Lake::open(&LakeConfig {
+        root: lake_path.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !health.exists() {
+        assert!(Instant::now() < deadline, "no successful round within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = stage_totals(&lake).await;
+    assert_eq!(first, pg_totals(&pg).await);
+
+    // A change is picked up by a later round without restarting the process.
+    sqlx::query(
+        "UPDATE customers SET loyalty_points = loyalty_points + 1000 WHERE customer_id <= 3",
+    )
+    .execute(pg.pool())
+    .await
+    .unwrap();
+    let expected = pg_totals(&pg).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stage_totals(&lake).await != expected {
+        assert!(
+            Instant::now() < deadline,
+            "the change did not arrive within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let version = manifest::read(&lake, layout::STAGE, "customers")
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    assert!(version >= 2, "{version}");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    pg.cleanup().await;
+}
