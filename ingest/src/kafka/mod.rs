@@ -11,14 +11,16 @@
 //!   `stage/purchases/_offsets/<topic>/<p>.json`, holds the next offset to write. A flush first
 //!   records the files it is about to write as *pending*, then writes them, then moves
 //!   `next_offset` past `end` and clears *pending*, and only then commits `end + 1` to Kafka.
-//! - When a partition is assigned (start, restart, rebalance), its marker is read: files left
-//!   pending by a crash are deleted, and messages below `next_offset` are skipped. So a crash at
+//! - When a partition is assigned (start, restart, rebalance), it starts at its marker's
+//!   `next_offset` (not the group's commit), files left pending by a crash are deleted, and
+//!   messages below `next_offset` are skipped. So a crash at
 //!   any point neither loses a message (nothing is committed before it is durable) nor writes one
 //!   twice (a replayed message below the marker is skipped; one above it was never made visible
 //!   except in pending files, which are removed before the range is written again).
 //! - Flushes run between polls, so a rebalance (which happens inside `poll`) never meets a flush
 //!   in progress; revoked partitions drop their unwritten buffers, and the next owner re-reads
-//!   them from the marker.
+//!   them from the marker. Marker writes are conditional on the version last seen (on S3), so a
+//!   worker fenced out of its group cannot overwrite a new owner's progress.
 //! - A repeated `purchase_id` (a retried send) within [`DEDUP_WINDOW`] of the first copy is a
 //!   dead letter with reason `duplicate purchase_id`: events are keyed by `purchase_id`, so
 //!   every copy lands in the same partition, and the marker names the partition's files of the
