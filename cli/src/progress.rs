@@ -40,17 +40,7 @@ impl RowProgress {
         let terminal = std::io::stderr().is_terminal();
         let bar = match (terminal, total) {
             (false, _) => ProgressBar::hidden(),
-            (true, Some(total)) => {
-                let bar = ProgressBar::new(total);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:>12} [{bar:40}] {human_pos}/{human_len} rows ({per_sec}, {eta})",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
-                bar
-            }
+            (true, Some(total)) => progress_bar(total, ""),
             (true, None) => {
                 let bar = ProgressBar::new_spinner();
                 bar.set_style(

@@ -14,6 +14,8 @@ use shop_ingest::kafka::read_marker;
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, session};
 use shop_test_support::{KAFKA_SESSION_TIMEOUT_MS, TestBucket, TestTopic};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_shop-analytics");
 const PARTITIONS: i32 = 4;
 
@@ -188,19 +190,9 @@ impl Setup {
     }
 }
 
+/// A graceful stop: the worker flushes and commits.
 fn stop(mut child: Child) {
-    // SIGTERM: a graceful stop flushes and commits.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the worker did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::sigterm_and_wait(&mut child, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,6 +8,8 @@ use arrow::array::{Array, Int64Array};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, layout, manifest, session};
 use shop_test_support::TestPostgres;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_shop-analytics");
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -26,6 +28,14 @@ fn run_ok(args: &[&str]) {
         "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn local_lake(root: &str) -> Lake {
+    Lake::open(&LakeConfig {
+        root: root.to_string(),
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 /// `(rows, sum(loyalty_points))` of stage.customers, through the catalog the server uses.
@@ -99,11 +109,7 @@ async fn an_export_killed_midway_leaves_the_previous_snapshot_and_the_next_run_s
         "customers",
     ];
     run_ok(&common);
-    let lake = Lake::open(&LakeConfig {
-        root: lake_path.clone(),
-        ..Default::default()
-    })
-    .unwrap();
+    let lake = local_lake(&lake_path);
     let before = manifest::read(&lake, layout::STAGE, "customers")
         .await
         .unwrap()
@@ -268,11 +274,7 @@ async fn continuous_mode_exports_round_after_round_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lake = Lake::open(&LakeConfig {
-        root: lake_path.clone(),
-        ..Default::default()
-    })
-    .unwrap();
+    let lake = local_lake(&lake_path);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !health.exists() {
         assert!(Instant::now() < deadline, "no successful round within 60 s");
@@ -304,18 +306,7 @@ async fn continuous_mode_exports_round_after_round_and_stops_on_sigterm() {
         .version;
     assert!(version >= 2, "{version}");
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::sigterm_and_wait(&mut child, Duration::from_secs(20));
     assert!(status.success(), "{status}");
     pg.cleanup().await;
 }

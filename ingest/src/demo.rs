@@ -13,13 +13,15 @@ use arrow::array::{
     ArrayRef, BooleanArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Zipf};
 use shop_lake::writer::{SnapshotWriter, write_file};
 use shop_lake::{Lake, layout};
+
+use crate::purchases::ts_field;
 
 /// Errors of the demo generator.
 #[derive(Debug, thiserror::Error)]
@@ -171,14 +173,6 @@ fn micros(ts: DateTime<Utc>) -> i64 {
     ts.timestamp_micros()
 }
 
-fn ts_field(name: &str, nullable: bool) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        nullable,
-    )
-}
-
 /// Schema of `stage.customers`.
 pub fn customers_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -215,11 +209,6 @@ pub fn products_schema() -> SchemaRef {
         Field::new("price", DataType::Decimal128(12, 2), false),
         ts_field("created_at", false),
     ]))
-}
-
-/// Schema of the files of `stage.purchases` (the `dt` column comes from the folder name).
-pub fn purchases_file_schema() -> SchemaRef {
-    crate::purchases::file_schema()
 }
 
 fn decimal(values: Vec<i128>, precision: u8, scale: i8) -> Result<ArrayRef> {
@@ -466,7 +455,7 @@ pub fn purchases_of_day(
         })
         .collect();
     Ok(RecordBatch::try_new(
-        purchases_file_schema(),
+        crate::purchases::file_schema(),
         vec![
             Arc::new(StringArray::from(ids)),
             Arc::new(Int64Array::from_iter_values(

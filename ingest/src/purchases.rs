@@ -32,7 +32,8 @@ use serde::Deserialize;
 /// The version this crate reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-fn ts_field(name: &str, nullable: bool) -> Field {
+/// A `Timestamp(µs, UTC)` field, the type of every time in the stage.
+pub(crate) fn ts_field(name: &str, nullable: bool) -> Field {
     Field::new(
         name,
         DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),

@@ -149,21 +149,31 @@ impl SnapshotWriter {
         table: &str,
         arrow_schema: SchemaRef,
     ) -> Result<Self> {
+        let live = manifest::read(lake, schema_name, table).await?;
+        Self::begin_after(lake, schema_name, table, arrow_schema, live.as_ref())
+    }
+
+    /// Starts a snapshot based on `previous`, the manifest the caller already read (and maybe
+    /// built the new content from): publishing fails if another writer replaced it meanwhile.
+    pub fn begin_after(
+        lake: &Lake,
+        schema_name: &str,
+        table: &str,
+        arrow_schema: SchemaRef,
+        previous: Option<&Manifest>,
+    ) -> Result<Self> {
         if !layout::is_table_name(table) {
             return Err(Error::InvalidTableName {
                 name: table.to_string(),
             });
         }
-        let expected_version = manifest::read(lake, schema_name, table)
-            .await?
-            .map(|m| m.version);
         Ok(Self {
             lake: lake.clone(),
             schema_name: schema_name.to_string(),
             table: table.to_string(),
             arrow_schema,
             snapshot_id: manifest::new_snapshot_id(),
-            expected_version,
+            expected_version: previous.map(|m| m.version),
             rows_per_file: 4 * ROW_GROUP_ROWS as u64,
             current: None,
             files: Vec::new(),

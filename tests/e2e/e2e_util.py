@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from decimal import Decimal
 
@@ -73,3 +74,14 @@ def grpc_code(err: Exception) -> str | None:
     "[FlightSQL] <server message> (<Code>; <call>)"."""
     found = [c for c in re.findall(r"\((\w+); ", str(err)) if c in GRPC_CODES]
     return found[-1] if found else None
+
+
+def service_env(var: str, service: str) -> str:
+    """The address of a test service from `var`; skips when unset, unless services are required
+    (SHOP_REQUIRE_SERVICES=1 or CI=true), then fails."""
+    value = os.environ.get(var)
+    if not value:
+        if os.environ.get("SHOP_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true":
+            pytest.fail(f"{var} is not set: run scripts/services.sh up", pytrace=False)
+        pytest.skip(f"{service} is not configured ({var})")
+    return value

@@ -6,7 +6,6 @@ Needs the broker of `scripts/services.sh up` (SHOP_TEST_KAFKA_BROKERS).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -15,21 +14,12 @@ import adbc_driver_flightsql.dbapi as flightsql
 import pytest
 
 from conftest import RPC_TIMEOUTS, _clean_env, shop_bin, start_server
-from e2e_util import rows
+from e2e_util import rows, service_env
 
 FLUSH_INTERVAL_S = 1.0
 # What "a few seconds" may add: group join (tansu: ~half the 6 s session timeout) is excluded
 # by waiting for the first event; this is the query and file-listing slack.
 SLACK_S = 4.0
-
-
-def _brokers() -> str:
-    brokers = os.environ.get("SHOP_TEST_KAFKA_BROKERS")
-    if not brokers:
-        if os.environ.get("SHOP_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true":
-            pytest.fail("SHOP_TEST_KAFKA_BROKERS is not set: run scripts/services.sh up", pytrace=False)
-        pytest.skip("Kafka is not configured (SHOP_TEST_KAFKA_BROKERS)")
-    return brokers
 
 
 def shop(*args: str) -> str:
@@ -42,7 +32,7 @@ def shop(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    brokers = _brokers()
+    brokers = service_env("SHOP_TEST_KAFKA_BROKERS", "Kafka")
     topic = f"e2e_{uuid.uuid4().hex[:10]}"
     workdir = tmp_path_factory.mktemp("kafka-e2e")
     lake = workdir / "lake"

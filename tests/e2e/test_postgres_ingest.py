@@ -6,7 +6,6 @@ returns are compared with the rows psycopg reads from PostgreSQL itself.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -15,23 +14,14 @@ import adbc_driver_flightsql.dbapi as flightsql
 import pytest
 
 from conftest import RPC_TIMEOUTS, _clean_env, shop_bin, start_server
-from e2e_util import rows
+from e2e_util import rows, service_env
 
 psycopg = pytest.importorskip("psycopg")
 
 
-def _admin_url() -> str | None:
-    url = os.environ.get("SHOP_TEST_PG_URL")
-    if not url:
-        if os.environ.get("SHOP_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true":
-            pytest.fail("SHOP_TEST_PG_URL is not set: run scripts/services.sh up", pytrace=False)
-        pytest.skip("PostgreSQL is not configured (SHOP_TEST_PG_URL)")
-    return url
-
-
 @pytest.fixture(scope="module")
 def pg_url():
-    admin = _admin_url()
+    admin = service_env("SHOP_TEST_PG_URL", "PostgreSQL")
     name = f"shop_e2e_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")

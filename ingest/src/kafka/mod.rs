@@ -595,7 +595,7 @@ impl Worker {
         }
         let partition = m.partition();
         let offset = m.offset();
-        let Some(state) = self.partitions.get(&partition) else {
+        let Some(state) = self.partitions.get_mut(&partition) else {
             return Ok(());
         };
         if offset < state.next_offset || offset <= state.last {
@@ -607,25 +607,19 @@ impl Worker {
         let decoded = match m.payload() {
             None => Err("the message has no payload".to_string()),
             Some(payload) => purchases::decode(payload, timestamp),
-        };
-        let decoded = match decoded {
-            Ok(p) => {
-                let state = self.partitions.get_mut(&partition).expect("checked above");
-                let id = uuid_bits(&p.purchase_id);
-                if state.known.insert(id) {
-                    state.known_since.push_back((unix_now(), id));
-                    Ok(p)
-                } else {
-                    Err(format!(
-                        "duplicate purchase_id {}: it is already in stage.purchases",
-                        p.purchase_id
-                    ))
-                }
+        }
+        .and_then(|p| {
+            let id = uuid_bits(&p.purchase_id);
+            if state.known.insert(id) {
+                state.known_since.push_back((unix_now(), id));
+                Ok(p)
+            } else {
+                Err(format!(
+                    "duplicate purchase_id {}: it is already in stage.purchases",
+                    p.purchase_id
+                ))
             }
-            Err(reason) => Err(reason),
-        };
-        let topic = self.config.topic.clone();
-        let state = self.partitions.get_mut(&partition).expect("checked above");
+        });
         state.first.get_or_insert((offset, Instant::now()));
         state.last = offset;
         state.events += 1;
@@ -633,7 +627,7 @@ impl Worker {
         match decoded {
             Ok(p) => state.rows.entry(p.day()).or_default().push(&p),
             Err(reason) => state.rejected.push(Rejected {
-                topic,
+                topic: self.config.topic.clone(),
                 partition,
                 offset,
                 key: m.key().map(<[u8]>::to_vec),

@@ -303,9 +303,16 @@ pub async fn export_table(
 
     let mut plan = plan;
     let (writer, counts) = loop {
-        let writer = SnapshotWriter::begin(lake, layout::STAGE, &lake_table, source.arrow_schema())
-            .await?
-            .with_rows_per_file(options.rows_per_file);
+        // Based on the manifest read above, which the merge reads from: a writer that
+        // published in between makes this export fail instead of being overwritten.
+        let writer = SnapshotWriter::begin_after(
+            lake,
+            layout::STAGE,
+            &lake_table,
+            source.arrow_schema(),
+            previous.as_ref(),
+        )?
+        .with_rows_per_file(options.rows_per_file);
         let sink = Sink::start(writer);
         let filled = fill(&mut tx, lake, &source, options, &plan, &sink, progress).await;
         // A failed writer task has aborted its uploads already; its error is the one to report.
