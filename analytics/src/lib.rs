@@ -1,17 +1,26 @@
-//! The analytics layer: daily aggregates computed from the stage with DataFusion and written to
-//! `analytics/<table>/dt=YYYY-MM-DD/data.parquet`.
+//! The analytics layer: daily aggregates computed from the stage with DataFusion, written to
+//! `analytics/<table>/dt=YYYY-MM-DD/data.parquet` and pushed to ClickHouse; the customers,
+//! products and sellers dimensions copied to ClickHouse; a scheduler with run history; and the
+//! purchases stream from Kafka into ClickHouse.
 //!
 //! Each aggregate is a SQL file in `analytics/sql/` that groups by `dt`; a day is computed by
-//! filtering that query on the day (DataFusion prunes the other days' partitions) and written as
-//! one object, so replacing a day is a single atomic PUT and re-running a day gives the same file
-//! content. The file keeps `dt` as its first column, so the table reads `dt` first.
+//! filtering that query on the day (DataFusion prunes the other days' partitions), sorted by the
+//! aggregate's key, and written as one object, so replacing a day is a single atomic PUT and
+//! re-running a day writes the same bytes. Each ClickHouse table is a DDL file in
+//! `analytics/clickhouse/`.
+
+pub mod clickhouse;
+pub mod refresh;
+pub mod rowbinary;
+pub mod runs;
+pub mod schedule;
+pub mod stream;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, Date32Array};
-use datafusion::prelude::SessionContext;
-use object_store::ObjectStoreExt;
-use shop_lake::writer::write_file;
-use shop_lake::{Lake, layout};
+
+pub use datafusion::prelude::SessionContext;
+pub use refresh::{Refresher, Selection};
 
 /// Errors of the analytics layer.
 #[derive(Debug, thiserror::Error)]
@@ -22,70 +31,122 @@ pub enum Error {
         day: NaiveDate,
         cause: datafusion::error::DataFusionError,
     },
+    #[error("{what}: {cause}")]
+    DataFusion {
+        what: String,
+        cause: datafusion::error::DataFusionError,
+    },
     #[error("listing the days of stage.purchases: {0}")]
     Days(datafusion::error::DataFusionError),
     #[error(transparent)]
     Lake(#[from] shop_lake::Error),
+    #[error("ClickHouse at {url}: {what}: {cause}")]
+    ClickHouse {
+        url: String,
+        what: String,
+        cause: String,
+    },
+    #[error("ClickHouse table {table}: {message}")]
+    ClickHouseTable { table: String, message: String },
+    #[error("{0}")]
+    ClickHouseSetup(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("Kafka at {brokers}: {what}: {cause}")]
+    Kafka {
+        brokers: String,
+        what: &'static str,
+        cause: rdkafka::error::KafkaError,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A daily aggregate: a table in the `analytics` schema and the SQL that computes it.
+/// A daily aggregate: a table in the `analytics` schema (and in ClickHouse), the SQL that
+/// computes it and the ClickHouse DDL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Aggregate {
     pub table: &'static str,
     /// A query over the `shop` catalog with a `dt` column, grouped by `dt`.
     pub sql: &'static str,
+    /// The columns that make a row unique within a day; rows are written in this order.
+    pub key: &'static [&'static str],
+    /// `CREATE TABLE IF NOT EXISTS {database}.<table> …`.
+    pub clickhouse_ddl: &'static str,
 }
 
-/// `analytics.daily_sales(dt, orders, units, revenue, buyers)`.
+/// `analytics.daily_sales(dt, currency, orders, units, revenue, buyers)`.
 pub const DAILY_SALES: Aggregate = Aggregate {
     table: "daily_sales",
     sql: include_str!("../sql/daily_sales.sql"),
+    key: &["currency"],
+    clickhouse_ddl: include_str!("../clickhouse/daily_sales.sql"),
+};
+
+/// `analytics.daily_product_sales(dt, product_id, currency, orders, units, revenue, buyers)`.
+pub const DAILY_PRODUCT_SALES: Aggregate = Aggregate {
+    table: "daily_product_sales",
+    sql: include_str!("../sql/daily_product_sales.sql"),
+    key: &["product_id", "currency"],
+    clickhouse_ddl: include_str!("../clickhouse/daily_product_sales.sql"),
+};
+
+/// `analytics.daily_seller_sales(dt, seller_id, currency, orders, units, revenue, buyers,
+/// products)`.
+pub const DAILY_SELLER_SALES: Aggregate = Aggregate {
+    table: "daily_seller_sales",
+    sql: include_str!("../sql/daily_seller_sales.sql"),
+    key: &["seller_id", "currency"],
+    clickhouse_ddl: include_str!("../clickhouse/daily_seller_sales.sql"),
+};
+
+/// `analytics.daily_category_sales(dt, category, currency, orders, units, revenue, buyers)`.
+pub const DAILY_CATEGORY_SALES: Aggregate = Aggregate {
+    table: "daily_category_sales",
+    sql: include_str!("../sql/daily_category_sales.sql"),
+    key: &["category", "currency"],
+    clickhouse_ddl: include_str!("../clickhouse/daily_category_sales.sql"),
 };
 
 /// Every aggregate, in refresh order.
-pub const AGGREGATES: [Aggregate; 1] = [DAILY_SALES];
+pub const AGGREGATES: [Aggregate; 4] = [
+    DAILY_SALES,
+    DAILY_PRODUCT_SALES,
+    DAILY_SELLER_SALES,
+    DAILY_CATEGORY_SALES,
+];
 
-/// Computes `aggregate` for `day` and replaces that day's file. Returns the rows written; a day
-/// without data removes the day's file.
-pub async fn refresh_day(
-    ctx: &SessionContext,
-    lake: &Lake,
-    aggregate: &Aggregate,
-    day: NaiveDate,
-) -> Result<u64> {
-    let wrap = |source| Error::Query {
-        table: aggregate.table.to_string(),
-        day,
-        cause: source,
-    };
-    let sql = format!(
-        "SELECT * FROM ({}) AS agg WHERE dt = DATE '{}'",
-        aggregate.sql.trim().trim_end_matches(';'),
-        day.format("%Y-%m-%d")
-    );
-    let frame = ctx.sql(&sql).await.map_err(wrap)?;
-    let schema = frame.schema().inner().clone();
-    let batches = frame.collect().await.map_err(wrap)?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let path = layout::day_dir(layout::ANALYTICS, aggregate.table, day).join("data.parquet");
-    if rows == 0 {
-        match lake.store().delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(shop_lake::Error::Store {
-                    path: path.to_string(),
-                    cause: e,
-                }
-                .into());
-            }
-        }
-        return Ok(0);
-    }
-    // Aggregates are small: one object per day, written in one request, replaces the day atomically.
-    Ok(write_file(lake, path, schema, &batches).await?.rows)
+/// A dimension copied whole from the stage into a ClickHouse table of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dimension {
+    pub table: &'static str,
+    /// The stage table it is read from (refreshing is skipped while that table does not exist).
+    pub source: &'static str,
+    pub sql: &'static str,
+    pub clickhouse_ddl: &'static str,
 }
+
+/// Every dimension.
+pub const DIMENSIONS: [Dimension; 3] = [
+    Dimension {
+        table: "customers",
+        source: "customers",
+        sql: include_str!("../sql/dim_customers.sql"),
+        clickhouse_ddl: include_str!("../clickhouse/customers.sql"),
+    },
+    Dimension {
+        table: "products",
+        source: "products",
+        sql: include_str!("../sql/dim_products.sql"),
+        clickhouse_ddl: include_str!("../clickhouse/products.sql"),
+    },
+    Dimension {
+        table: "sellers",
+        source: "sellers",
+        sql: include_str!("../sql/dim_sellers.sql"),
+        clickhouse_ddl: include_str!("../clickhouse/sellers.sql"),
+    },
+];
 
 /// The days that have purchases in the stage, in order.
 pub async fn purchase_days(ctx: &SessionContext) -> Result<Vec<NaiveDate>> {
@@ -96,7 +157,6 @@ pub async fn purchase_days(ctx: &SessionContext) -> Result<Vec<NaiveDate>> {
         .collect()
         .await
         .map_err(Error::Days)?;
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     let mut days = Vec::new();
     for batch in batches {
         let column = batch
@@ -110,9 +170,15 @@ pub async fn purchase_days(ctx: &SessionContext) -> Result<Vec<NaiveDate>> {
             })?;
         for i in 0..column.len() {
             if column.is_valid(i) {
-                days.push(epoch + chrono::Duration::days(i64::from(column.value(i))));
+                days.push(from_days(column.value(i)));
             }
         }
     }
     Ok(days)
+}
+
+/// A `Date32` value as a date.
+pub fn from_days(days: i32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
+        + chrono::Duration::days(i64::from(days))
 }

@@ -5,6 +5,7 @@
 //! <root>/stage/<table>/<snapshot-id>/part-N.parquet
 //! <root>/stage/purchases/dt=YYYY-MM-DD/*.parquet  append tables: every Parquet file below the folder
 //! <root>/analytics/<table>/dt=YYYY-MM-DD/*.parquet
+//! <root>/system/refresh_runs/*.parquet             run history of the analytics refresh
 //! ```
 //!
 //! Names that start with `_` or `.` are never tables or data files: they hold manifests, dead
@@ -18,8 +19,10 @@ pub const CATALOG: &str = "shop";
 pub const STAGE: &str = "stage";
 /// The derived layer: aggregates computed from the stage.
 pub const ANALYTICS: &str = "analytics";
+/// Operational tables of shop-analytics itself, such as the refresh run history.
+pub const SYSTEM: &str = "system";
 /// The lake's schemas, in display order.
-pub const SCHEMAS: [&str; 2] = [STAGE, ANALYTICS];
+pub const SCHEMAS: [&str; 3] = [STAGE, ANALYTICS, SYSTEM];
 /// File name of a snapshot table's manifest.
 pub const MANIFEST_FILE: &str = "_manifest.json";
 /// The URL DataFusion knows the lake's object store by.

@@ -449,7 +449,23 @@ pub const PRIMARY_KEYS: &[(&str, &str, &[&str])] = &[
     ("stage", "sellers", &["seller_id"]),
     ("stage", "products", &["product_id"]),
     ("stage", "purchases", &["purchase_id"]),
-    ("analytics", "daily_sales", &["dt"]),
+    ("analytics", "daily_sales", &["dt", "currency"]),
+    (
+        "analytics",
+        "daily_product_sales",
+        &["dt", "product_id", "currency"],
+    ),
+    (
+        "analytics",
+        "daily_seller_sales",
+        &["dt", "seller_id", "currency"],
+    ),
+    (
+        "analytics",
+        "daily_category_sales",
+        &["dt", "category", "currency"],
+    ),
+    ("system", "refresh_runs", &["run_id"]),
 ];
 
 /// Informational foreign keys: (fk schema, fk table, fk column, pk schema, pk table, pk column).

@@ -307,6 +307,7 @@ pub struct TestClickHouse {
     client: clickhouse::Client,
     admin: clickhouse::Client,
     database: String,
+    url: String,
 }
 
 impl TestClickHouse {
@@ -331,6 +332,7 @@ impl TestClickHouse {
             client: admin.clone().with_database(&database),
             admin,
             database,
+            url,
         })
     }
 
@@ -341,6 +343,11 @@ impl TestClickHouse {
 
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// The HTTP URL of the server.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Drops the database.

@@ -51,12 +51,16 @@ EXPECTED = {
     ],
     ("analytics", "daily_sales"): [
         ("dt", pa.date32()),
+        ("currency", pa.string()),
         ("orders", pa.int64()),
         ("units", pa.int64()),
         ("revenue", None),  # a decimal128 with scale 2; precision is the server's choice
         ("buyers", pa.int64()),
     ],
 }
+
+
+AGGREGATES = ["daily_category_sales", "daily_product_sales", "daily_sales", "daily_seller_sales"]
 
 
 def assert_type(table: str, name: str, actual: pa.DataType, expected: pa.DataType | None) -> None:
@@ -92,7 +96,9 @@ def test_get_objects_lists_catalog_schemas_tables_and_columns(conn):
     stage_tables = {t["table_name"]: t for t in schemas["stage"]["db_schema_tables"] or []}
     analytics_tables = {t["table_name"]: t for t in schemas["analytics"]["db_schema_tables"] or []}
     assert sorted(stage_tables) == ["customers", "products", "purchases", "sellers"]
-    assert sorted(analytics_tables) == ["daily_sales"]
+    assert sorted(analytics_tables) == AGGREGATES
+    system_tables = {t["table_name"] for t in schemas["system"]["db_schema_tables"] or []}
+    assert system_tables == {"refresh_runs"}, system_tables
 
     for (schema, table), columns in EXPECTED.items():
         found = (stage_tables if schema == "stage" else analytics_tables)[table]
@@ -115,7 +121,7 @@ def test_get_objects_filters(conn):
     assert [c["catalog_name"] for c in objects] == ["shop"]
     schemas = objects[0]["catalog_db_schemas"]
     assert [s["db_schema_name"] for s in schemas] == ["analytics"]
-    assert [t["table_name"] for t in schemas[0]["db_schema_tables"]] == ["daily_sales"]
+    assert sorted(t["table_name"] for t in schemas[0]["db_schema_tables"]) == AGGREGATES
 
     objects = (
         conn.adbc_get_objects(depth="columns", table_name_filter="purch%", column_name_filter="%price")

@@ -2,9 +2,10 @@
 
 mod ingest;
 mod quickstart;
+mod refresh;
 mod serve;
 
-use crate::config::{Cli, Command, GenerateCommand, IngestCommand};
+use crate::config::{Cli, Command, GenerateCommand, IngestCommand, StreamCommand};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = cli.global.config.as_deref();
@@ -21,5 +22,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(GenerateCommand::Kafka(args)) => ingest::generate_kafka(args, file).await,
         Command::Ingest(IngestCommand::Postgres(args)) => ingest::postgres(args, file).await,
         Command::Ingest(IngestCommand::Kafka(args)) => ingest::kafka(args, file).await,
+        Command::Refresh(args) => refresh::run(args, file).await,
+        Command::Stream(StreamCommand::Clickhouse(args)) => {
+            refresh::stream_clickhouse(args, file).await
+        }
     }
 }

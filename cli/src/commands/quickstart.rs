@@ -7,7 +7,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 use shop_ingest::demo::{self, DemoSpec};
-use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, session};
+use shop_lake::Lake;
 
 use super::serve;
 use crate::config::QuickstartArgs;
@@ -40,7 +40,7 @@ pub async fn run(args: QuickstartArgs, file: Option<&Path>) -> anyhow::Result<()
             lake.location()
         ),
     }
-    build_aggregates(&lake).await?;
+    super::refresh::build_aggregates(&lake).await?;
     let running = serve::start(&lake, server).await?;
     print_connection_help(&running.uri(), &running.addr().to_string());
     serve::wait_for_shutdown(running).await
@@ -114,33 +114,6 @@ pub async fn generate_demo(lake: &Lake, scale: f64) -> anyhow::Result<()> {
     eprintln!(
         "Generated {} in {:.1}s.",
         rows.join(", "),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-/// Computes every daily aggregate for every day with purchases.
-async fn build_aggregates(lake: &Lake) -> anyhow::Result<()> {
-    let catalog = LakeCatalog::new(lake.clone(), LakeCatalogOptions::default());
-    catalog.refresh().await?;
-    let ctx = session::context(session::session_config(), session::runtime(lake), &catalog);
-    let days = shop_aggregates::purchase_days(&ctx).await?;
-    let started = std::time::Instant::now();
-    let bar = progress_bar(
-        (days.len() * shop_aggregates::AGGREGATES.len()) as u64,
-        "aggregates",
-    );
-    let mut rows = 0;
-    for aggregate in &shop_aggregates::AGGREGATES {
-        for day in &days {
-            rows += shop_aggregates::refresh_day(&ctx, lake, aggregate, *day).await?;
-            bar.inc(1);
-        }
-    }
-    bar.finish_and_clear();
-    eprintln!(
-        "Built analytics.daily_sales for {} days ({rows} rows) in {:.1}s.",
-        days.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

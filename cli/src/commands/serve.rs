@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context;
+use shop_aggregates::Refresher;
+use shop_aggregates::schedule::Scheduler;
 use shop_lake::Lake;
 use shop_server::RunningServer;
 
@@ -14,13 +16,42 @@ pub const DEFAULT_LAKE: &str = "./lake-data";
 pub async fn run(args: ServeArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let lake = open_lake(&args.lake, file).await?;
     let server = args.server.resolve(file)?;
+    let schedule = args.schedule.resolve(file)?;
+    let clickhouse = super::refresh::clickhouse(&args.clickhouse, file).await?;
     let running = start(&lake, server).await?;
     eprintln!(
         "Serving the lake at {} on grpc://{}",
         lake.location(),
         running.addr()
     );
-    wait_for_shutdown(running).await
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = schedule.map(|config| {
+        eprintln!(
+            "Refreshing the aggregates on the schedule \"{}\" (UTC){}.",
+            config.cron.pattern,
+            if clickhouse.is_some() {
+                " into the lake and ClickHouse"
+            } else {
+                " into the lake only (no --clickhouse-url)"
+            }
+        );
+        let scheduler = Scheduler::new(Refresher::new(lake.clone(), clickhouse), config);
+        let mut stopped = stopped.clone();
+        tokio::spawn(scheduler.run(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    });
+    let result = running
+        .wait(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        })
+        .await
+        .context("the server stopped with an error");
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
+    result
 }
 
 /// Opens the lake and checks that it answers, for a clear error before anything else.

@@ -243,21 +243,39 @@ async fn write_marker(
     }
 }
 
-/// The consumer's context: assigns partitions at the lake's offsets and records rebalances,
-/// which happen inside `poll`, for the loop to handle right after it.
-struct GroupContext {
+/// Where a partition starts when it is assigned.
+pub type StartOffset = Box<dyn Fn(i32) -> Offset + Send + Sync>;
+
+/// A consumer context for consumers whose destination is the truth about their progress (the
+/// lake, ClickHouse): partitions are assigned at the offset `start` returns for them, and
+/// rebalances, which happen inside `poll`, are recorded for the loop to handle right after it
+/// (see [`GroupContext::take_events`]).
+pub struct GroupContext {
     events: Mutex<Vec<(bool, Vec<i32>)>>,
     topic: String,
-    lake: Lake,
-    handle: Handle,
+    start: StartOffset,
 }
 
 impl GroupContext {
+    pub fn new(topic: impl Into<String>, start: StartOffset) -> Self {
+        Self {
+            events: Mutex::default(),
+            topic: topic.into(),
+            start,
+        }
+    }
+
     fn record(&self, assigned: bool, partitions: Vec<i32>) {
         self.events
             .lock()
             .expect("rebalance log lock")
             .push((assigned, partitions));
+    }
+
+    /// The rebalances since the last call: `(assigned, partitions)`, where a revoke of
+    /// [`REVOKE_ALL`] means every partition held.
+    pub fn take_events(&self) -> Vec<(bool, Vec<i32>)> {
+        std::mem::take(&mut *self.events.lock().expect("rebalance log lock"))
     }
 
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -272,9 +290,9 @@ impl GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    /// Eager rebalancing, with one change to the default: partitions start at the lake's
-    /// `next_offset`, not at the group's committed offset (the lake is the truth; the commit can
-    /// lag behind it, or be ahead of it for a lake that was restored or replaced).
+    /// Eager rebalancing, with one change to the default: partitions start where the
+    /// destination says, not at the group's committed offset (the destination is the truth; the
+    /// commit can lag behind it, or be ahead of it for a destination that was restored).
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -285,19 +303,7 @@ impl ConsumerContext for GroupContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let partitions = self.partitions(tpl);
                 for &p in &partitions {
-                    let start = self
-                        .handle
-                        .block_on(read_marker(&self.lake, &self.topic, p));
-                    let offset = match start {
-                        Ok(Some(marker)) => Offset::Offset(marker.next_offset),
-                        Ok(None) => Offset::Beginning,
-                        Err(e) => {
-                            // Messages below the marker are skipped anyway; this only loses
-                            // the jump forward or back.
-                            tracing::error!(partition = p, cause = %e, "cannot read the offsets marker; starting at the committed offset");
-                            Offset::Stored
-                        }
-                    };
+                    let offset = (self.start)(p);
                     if let Err(e) = tpl.set_partition_offset(&self.topic, p, offset) {
                         tracing::error!(partition = p, cause = %e, "cannot set the start offset");
                     }
@@ -325,8 +331,24 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// Partitions start at the lake's `next_offset` (the beginning without a marker).
+fn lake_start(lake: Lake, topic: String, handle: Handle) -> StartOffset {
+    Box::new(
+        move |p| match handle.block_on(read_marker(&lake, &topic, p)) {
+            Ok(Some(marker)) => Offset::Offset(marker.next_offset),
+            Ok(None) => Offset::Beginning,
+            Err(e) => {
+                // Messages below the marker are skipped anyway; this only loses the jump forward
+                // or back.
+                tracing::error!(partition = p, cause = %e, "cannot read the offsets marker; starting at the committed offset");
+                Offset::Stored
+            }
+        },
+    )
+}
+
 /// A revoke event for every partition held.
-const REVOKE_ALL: i32 = -1;
+pub const REVOKE_ALL: i32 = -1;
 
 /// What one partition holds between flushes.
 struct PartitionState {
@@ -449,12 +471,14 @@ impl Worker {
             client.set(k, v);
         }
         let consumer: BaseConsumer<GroupContext> = client
-            .create_with_context(GroupContext {
-                events: Mutex::default(),
-                topic: self.config.topic.clone(),
-                lake: self.lake.clone(),
-                handle: self.handle.clone(),
-            })
+            .create_with_context(GroupContext::new(
+                self.config.topic.clone(),
+                lake_start(
+                    self.lake.clone(),
+                    self.config.topic.clone(),
+                    self.handle.clone(),
+                ),
+            ))
             .map_err(self.kafka_error("creating the consumer"))?;
         consumer
             .subscribe(&[&self.config.topic])
@@ -501,7 +525,7 @@ impl Worker {
     }
 
     fn handle_rebalance(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<()> {
-        let events = std::mem::take(&mut *consumer.context().events.lock().expect("lock"));
+        let events = consumer.context().take_events();
         for (assigned, mut partitions) in events {
             if partitions == [REVOKE_ALL] {
                 partitions = self.partitions.keys().copied().collect();
@@ -855,7 +879,7 @@ fn encode(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>> {
 }
 
 /// Closes the consumer (leaving the group), giving up after 10 s: a close once hung on tansu.
-fn close(consumer: BaseConsumer<GroupContext>) {
+pub fn close(consumer: BaseConsumer<GroupContext>) {
     let (done, wait) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         consumer.unsubscribe();

@@ -1,0 +1,445 @@
+//! Purchases streamed from Kafka into ClickHouse (`shop-analytics stream clickhouse`).
+//!
+//! Events are decoded with the same contract as the lake worker (`shop_ingest::purchases`) and
+//! buffered; a flush sorts them by partition and offset and inserts the dead letters into
+//! `purchases_rejected`, then the purchases into `purchases`, each in one INSERT.
+//!
+//! **ClickHouse is the truth about progress.** Every row carries its Kafka partition and
+//! offset. When a partition is assigned, the loader asks ClickHouse for the highest offset of
+//! that partition in `purchases` and starts right after it; the group's committed offset is only
+//! a progress report. An INSERT is all-or-nothing, and were it cut short the rows already in are
+//! a prefix in offset order, so after a crash the loader resumes exactly where the data ends:
+//! no message is loaded twice or skipped. Dead letters after the last purchase may be read again
+//! and fold into the same rows of `purchases_rejected` (keyed by partition and offset).
+//!
+//! A failed insert (ClickHouse down) is retried with backoff while nothing new is consumed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Date32Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Deserialize;
+use shop_ingest::kafka::{GroupContext, REVOKE_ALL, StartOffset, close};
+use shop_ingest::purchases::{self, Purchase, PurchaseBatch, Rejected};
+use tokio::runtime::Handle;
+
+use crate::clickhouse::ClickHouse;
+use crate::{Error, Result};
+
+/// The ClickHouse table of the purchases.
+pub const PURCHASES: &str = "purchases";
+/// The ClickHouse table of the events that could not be loaded.
+pub const REJECTED: &str = "purchases_rejected";
+/// DDL of both.
+pub const DDL: [&str; 2] = [
+    include_str!("../clickhouse/purchases.sql"),
+    include_str!("../clickhouse/purchases_rejected.sql"),
+];
+
+/// Settings of the loader.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    pub brokers: String,
+    pub topic: String,
+    /// Its own consumer group, apart from the lake worker's.
+    pub group: String,
+    /// Insert once this many events are buffered…
+    pub flush_rows: usize,
+    /// … or the oldest buffered event waited this long.
+    pub flush_interval: Duration,
+    pub session_timeout_ms: u32,
+    pub metrics_interval: Duration,
+    /// Longest wait between two tries of a failed insert.
+    pub retry_max: Duration,
+    /// Extra librdkafka settings.
+    pub extra: Vec<(String, String)>,
+    /// Touched at every metrics tick (container healthchecks).
+    pub health_file: Option<PathBuf>,
+}
+
+impl StreamConfig {
+    pub fn new(brokers: &str, topic: &str, group: &str) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            group: group.into(),
+            flush_rows: 50_000,
+            flush_interval: Duration::from_secs(1),
+            session_timeout_ms: 10_000,
+            metrics_interval: Duration::from_secs(10),
+            retry_max: Duration::from_secs(30),
+            extra: Vec::new(),
+            health_file: None,
+        }
+    }
+}
+
+/// Counters of a running loader.
+#[derive(Debug, Default)]
+pub struct StreamMetrics {
+    pub rows: AtomicU64,
+    pub rejected: AtomicU64,
+    pub inserts: AtomicU64,
+    pub failed_inserts: AtomicU64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct MaxOffset {
+    kafka_partition: i32,
+    kafka_offset: i64,
+}
+
+/// The next offset to load per partition of `topic`: one past the highest in `purchases`.
+pub async fn next_offsets(ch: &ClickHouse, topic: &str) -> Result<HashMap<i32, i64>> {
+    let sql = format!(
+        "SELECT kafka_partition, max(kafka_offset) AS kafka_offset FROM {} \
+         WHERE kafka_topic = ? GROUP BY kafka_partition",
+        ch.qualified(PURCHASES)
+    );
+    let rows: Vec<MaxOffset> = ch
+        .client()
+        .query(&sql)
+        .bind(topic)
+        .fetch_all()
+        .await
+        .map_err(|cause| Error::ClickHouse {
+            url: ch.url().to_string(),
+            what: format!("reading the loaded offsets of {topic}"),
+            cause: cause.to_string(),
+        })?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.kafka_partition, r.kafka_offset + 1))
+        .collect())
+}
+
+/// The loader: call [`Loader::run`] on a blocking thread.
+pub struct Loader {
+    ch: ClickHouse,
+    config: StreamConfig,
+    handle: Handle,
+    metrics: Arc<StreamMetrics>,
+    /// Next offset to accept, per assigned partition.
+    next: HashMap<i32, i64>,
+    buffer: Vec<(i32, i64, std::result::Result<Purchase, Rejected>)>,
+    oldest: Option<Instant>,
+}
+
+impl Loader {
+    /// Creates the ClickHouse tables if missing.
+    pub async fn prepare(ch: &ClickHouse) -> Result<()> {
+        ch.create_tables(&DDL).await
+    }
+
+    pub fn new(
+        ch: ClickHouse,
+        config: StreamConfig,
+        handle: Handle,
+        metrics: Arc<StreamMetrics>,
+    ) -> Self {
+        Self {
+            ch,
+            config,
+            handle,
+            metrics,
+            next: HashMap::new(),
+            buffer: Vec::new(),
+            oldest: None,
+        }
+    }
+
+    fn kafka_error(&self, what: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
+        let brokers = self.config.brokers.clone();
+        move |cause| Error::Kafka {
+            brokers,
+            what,
+            cause,
+        }
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer<GroupContext>> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.config.brokers)
+            .set("group.id", &self.config.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout_ms.to_string(),
+            )
+            .set("client.id", "shop-analytics-stream-clickhouse");
+        for (k, v) in &self.config.extra {
+            client.set(k, v);
+        }
+        let (ch, topic, handle) = (
+            self.ch.clone(),
+            self.config.topic.clone(),
+            self.handle.clone(),
+        );
+        let start: StartOffset = Box::new(move |p| {
+            match handle.block_on(next_offsets(&ch, &topic)) {
+                Ok(next) => next
+                    .get(&p)
+                    .map_or(Offset::Beginning, |o| Offset::Offset(*o)),
+                Err(e) => {
+                    // Messages below ClickHouse's offset are skipped by the loop anyway.
+                    tracing::error!(partition = p, cause = %e, "cannot read the loaded offsets; starting at the committed offset");
+                    Offset::Stored
+                }
+            }
+        });
+        let consumer: BaseConsumer<GroupContext> = client
+            .create_with_context(GroupContext::new(self.config.topic.clone(), start))
+            .map_err(self.kafka_error("creating the consumer"))?;
+        consumer
+            .subscribe(&[&self.config.topic])
+            .map_err(self.kafka_error("subscribing"))?;
+        Ok(consumer)
+    }
+
+    /// Consumes until `stop` is set, then inserts what it holds.
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<()> {
+        let consumer = self.consumer()?;
+        tracing::info!(
+            topic = %self.config.topic,
+            group = %self.config.group,
+            clickhouse = %self.ch.url(),
+            "streaming purchases into ClickHouse"
+        );
+        let started = Instant::now();
+        let mut last_metrics = Instant::now();
+        let result = (|| {
+            while !stop.load(Ordering::Relaxed) {
+                let message = consumer.poll(Duration::from_millis(100));
+                self.handle_rebalance(&consumer)?;
+                match message {
+                    None => {}
+                    Some(Err(e)) => tracing::warn!(cause = %e, "Kafka error while polling"),
+                    Some(Ok(m)) => self.accept(&m),
+                }
+                let due = self.buffer.len() >= self.config.flush_rows
+                    || self
+                        .oldest
+                        .is_some_and(|t| t.elapsed() >= self.config.flush_interval);
+                if due {
+                    self.flush(&consumer, &stop)?;
+                }
+                if last_metrics.elapsed() >= self.config.metrics_interval {
+                    last_metrics = Instant::now();
+                    self.log_metrics(started);
+                }
+            }
+            self.handle_rebalance(&consumer)?;
+            self.flush(&consumer, &stop)
+        })();
+        close(consumer);
+        result
+    }
+
+    fn handle_rebalance(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<()> {
+        for (assigned, partitions) in consumer.context().take_events() {
+            if assigned {
+                let next = self
+                    .handle
+                    .block_on(next_offsets(&self.ch, &self.config.topic))?;
+                for p in partitions {
+                    let start = next.get(&p).copied().unwrap_or(0);
+                    tracing::info!(partition = p, next_offset = start, "partition assigned");
+                    self.next.insert(p, start);
+                }
+            } else {
+                let revoked: Vec<i32> = if partitions == [REVOKE_ALL] {
+                    self.next.keys().copied().collect()
+                } else {
+                    partitions
+                };
+                for p in &revoked {
+                    self.next.remove(p);
+                }
+                let before = self.buffer.len();
+                self.buffer.retain(|(p, _, _)| !revoked.contains(p));
+                tracing::info!(
+                    partitions = ?revoked,
+                    dropped_unloaded = before - self.buffer.len(),
+                    "partitions revoked; their next owner re-reads what was not loaded"
+                );
+                if self.buffer.is_empty() {
+                    self.oldest = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let (partition, offset) = (m.partition(), m.offset());
+        let Some(next) = self.next.get_mut(&partition) else {
+            return; // not (or no longer) ours
+        };
+        if offset < *next {
+            return; // already in ClickHouse
+        }
+        *next = offset + 1;
+        let timestamp = m.timestamp().to_millis();
+        let decoded = match m.payload() {
+            Some(payload) => purchases::decode(payload, timestamp),
+            None => Err("the message has no payload".to_string()),
+        };
+        let row = decoded.map_err(|reason| Rejected {
+            topic: self.config.topic.clone(),
+            partition,
+            offset,
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            reason,
+            kafka_timestamp_ms: timestamp,
+            rejected_at: Utc::now(),
+        });
+        self.buffer.push((partition, offset, row));
+        self.oldest.get_or_insert_with(Instant::now);
+    }
+
+    /// Inserts the buffer, retrying with backoff until it succeeds or `stop` is set.
+    fn flush(&mut self, consumer: &BaseConsumer<GroupContext>, stop: &AtomicBool) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.buffer.sort_by_key(|(p, o, _)| (*p, *o));
+        let (purchases, rejected) = self.batches();
+        let mut wait = Duration::from_millis(500);
+        loop {
+            let attempt = self.handle.block_on(async {
+                if rejected.num_rows() > 0 {
+                    self.ch
+                        .insert(REJECTED, std::slice::from_ref(&rejected))
+                        .await?;
+                }
+                self.ch
+                    .insert(PURCHASES, std::slice::from_ref(&purchases))
+                    .await
+            });
+            match attempt {
+                Ok(_) => break,
+                Err(e) => {
+                    self.metrics.failed_inserts.fetch_add(1, Ordering::Relaxed);
+                    if stop.load(Ordering::Relaxed) {
+                        tracing::error!(cause = %e, "insert failed while stopping; the events are read again at the next start");
+                        return Err(e);
+                    }
+                    tracing::error!(cause = %e, retry_in_secs = wait.as_secs_f64(), "insert into ClickHouse failed; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(self.config.retry_max);
+                }
+            }
+        }
+        self.metrics
+            .rows
+            .fetch_add(purchases.num_rows() as u64, Ordering::Relaxed);
+        self.metrics
+            .rejected
+            .fetch_add(rejected.num_rows() as u64, Ordering::Relaxed);
+        self.metrics.inserts.fetch_add(1, Ordering::Relaxed);
+        // The group's committed offsets only report progress (lag tools read them).
+        let mut positions = TopicPartitionList::new();
+        for (p, next) in &self.next {
+            let _ = positions.add_partition_offset(&self.config.topic, *p, Offset::Offset(*next));
+        }
+        if let Err(e) = consumer.commit(&positions, CommitMode::Async) {
+            tracing::warn!(cause = %e, "cannot commit the group offsets (progress report only)");
+        }
+        self.buffer.clear();
+        self.oldest = None;
+        Ok(())
+    }
+
+    /// The buffer as a `purchases` batch and a `purchases_rejected` batch, in offset order.
+    fn batches(&self) -> (RecordBatch, RecordBatch) {
+        let mut valid = PurchaseBatch::default();
+        let (mut days, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+        let mut dead = Vec::new();
+        for (p, o, row) in &self.buffer {
+            match row {
+                Ok(purchase) => {
+                    valid.push(purchase);
+                    days.push((purchase.day() - crate::from_days(0)).num_days() as i32);
+                    partitions.push(*p);
+                    offsets.push(*o);
+                }
+                Err(rejected) => dead.push(rejected.clone()),
+            }
+        }
+        let base = valid.finish();
+        let topics = StringArray::from(vec![self.config.topic.as_str(); base.num_rows()]);
+        let mut fields: Vec<Field> = base
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns: Vec<ArrayRef> = base.columns().to_vec();
+        fields.extend([
+            Field::new("dt", DataType::Date32, false),
+            Field::new("kafka_topic", DataType::Utf8, false),
+            Field::new("kafka_partition", DataType::Int32, false),
+            Field::new("kafka_offset", DataType::Int64, false),
+        ]);
+        columns.extend([
+            Arc::new(Date32Array::from(days)) as ArrayRef,
+            Arc::new(topics),
+            Arc::new(Int32Array::from(partitions)),
+            Arc::new(Int64Array::from(offsets)),
+        ]);
+        let purchases = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .expect("columns match the fields");
+        let lake_form = purchases::rejected_batch(&dead);
+        // The lake's dead-letter columns, renamed to the ClickHouse table's.
+        let renamed: Vec<Field> = lake_form
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = match f.name().as_str() {
+                    "topic" => "kafka_topic",
+                    "partition" => "kafka_partition",
+                    "offset" => "kafka_offset",
+                    "key" => "kafka_key",
+                    other => other,
+                };
+                f.as_ref().clone().with_name(name)
+            })
+            .collect();
+        let rejected =
+            RecordBatch::try_new(Arc::new(Schema::new(renamed)), lake_form.columns().to_vec())
+                .expect("same columns");
+        (purchases, rejected)
+    }
+
+    fn log_metrics(&self, started: Instant) {
+        let rows = self.metrics.rows.load(Ordering::Relaxed);
+        tracing::info!(
+            partitions = self.next.len(),
+            rows,
+            rows_per_sec = (rows as f64 / started.elapsed().as_secs_f64().max(1e-3)).round(),
+            rejected = self.metrics.rejected.load(Ordering::Relaxed),
+            inserts = self.metrics.inserts.load(Ordering::Relaxed),
+            failed_inserts = self.metrics.failed_inserts.load(Ordering::Relaxed),
+            buffered = self.buffer.len(),
+            "metrics"
+        );
+        if let Some(path) = &self.config.health_file
+            && let Err(e) = std::fs::write(path, b"ok\n")
+        {
+            tracing::warn!(path = %path.display(), cause = %e, "cannot touch the health file");
+        }
+    }
+}
