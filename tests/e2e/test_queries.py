@@ -198,7 +198,7 @@ def test_the_quickstart_refresh_runs_are_queryable(conn):
         conn,
         """SELECT trigger, status, count(*), count(DISTINCT day), sum(lake_rows),
                   count(clickhouse_rows), count(error)
-           FROM system.refresh_runs GROUP BY trigger, status""",
+           FROM system.refresh_runs WHERE trigger = 'manual' GROUP BY trigger, status""",
     )
     (lake_rows,) = rows(
         conn,
@@ -208,6 +208,8 @@ def test_the_quickstart_refresh_runs_are_queryable(conn):
                 + (SELECT count(*) FROM analytics.daily_category_sales)""",
     )[0]
     # One succeeded run per day of the demo, each with every aggregate; no ClickHouse here.
+    # (Servers of other tests on this lake run the scheduler, whose catch-up runs are not
+    # manual.)
     assert runs == [("manual", "succeeded", 90, 90, lake_rows, 0, 0)], runs
 
 

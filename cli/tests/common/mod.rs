@@ -21,3 +21,29 @@ pub fn sigterm_and_wait(child: &mut Child, within: Duration) -> ExitStatus {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A child process that is killed when dropped, so a failing test leaves no process behind.
+#[allow(dead_code)] // each test binary compiles this module; not all of them use it
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
