@@ -12,6 +12,12 @@
 //! [server]
 //! listen = "0.0.0.0:50051"
 //! query_timeout_secs = 120
+//!
+//! [clickhouse]
+//! clickhouse_url = "http://clickhouse:8123"
+//!
+//! [refresh]
+//! refresh_schedule = "0 1 * * *"
 //! ```
 
 use std::collections::HashMap;
@@ -41,8 +47,8 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// TOML configuration file with [lake] and [server] tables; flags and SHOP_* variables
-    /// override it.
+    /// TOML configuration file with [lake], [server], [postgres], [kafka], [clickhouse] and
+    /// [refresh] tables; flags and SHOP_* variables override it.
     #[arg(long, global = true, env = "SHOP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info,shop_server=debug"). PostgreSQL's
@@ -346,6 +352,23 @@ pub enum IngestCommand {
     /// Consume purchase events into stage.purchases (exactly once; invalid events go to
     /// stage.purchases_rejected), until SIGTERM or Ctrl-C.
     Kafka(IngestKafkaArgs),
+    /// Load product catalogue files (Parquet, CSV, JSON lines) as the new stage.products,
+    /// validating every row; rejected rows are reported and kept in stage.products_rejected.
+    Products(IngestProductsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestProductsArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// The catalogue files (.parquet, .csv, .json, .jsonl, .ndjson): together the whole
+    /// catalogue, which replaces stage.products.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Publish when at most this many rows are rejected (they go to stage.products_rejected);
+    /// with more, nothing is written.
+    #[arg(long, default_value_t = 0)]
+    pub max_rejected: u64,
 }
 
 #[derive(Debug, Args)]

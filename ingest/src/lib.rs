@@ -8,10 +8,11 @@
 //! - [`purchases`]: the purchase event contract (JSON v1) and its Arrow form.
 //! - [`kafka`]: purchase events from Kafka into `stage.purchases` exactly once, with dead letters,
 //!   and a generator of realistic (and deliberately bad) events.
-//!
-//! The product-file loader lands here as it is built.
+//! - [`products`]: product catalogue files (Parquet, CSV, JSON) validated into `stage.products`,
+//!   with per-row reasons for rejected rows.
 
 pub mod demo;
 pub mod kafka;
 pub mod postgres;
+pub mod products;
 pub mod purchases;

@@ -219,7 +219,7 @@ fn validate(event: Fields<'_>, kafka_timestamp_ms: Option<i64>) -> Result<Purcha
             "quantity must be between 1 and 1000000, got {quantity}"
         ));
     }
-    let unit_price = parse_price(&event.unit_price)?;
+    let unit_price = parse_price(&event.unit_price, "unit_price")?;
     let currency = &event.currency;
     if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
         return Err(format!(
@@ -261,14 +261,14 @@ fn validate(event: Fields<'_>, kafka_timestamp_ms: Option<i64>) -> Result<Purcha
     })
 }
 
-/// A price in cents from `"19.99"` (or the JSON number 19.99).
-fn parse_price(value: &serde_json::Value) -> Result<i128, String> {
+/// A price in cents from `"19.99"` (or the JSON number 19.99); `field` names it in errors.
+pub(crate) fn parse_price(value: &serde_json::Value, field: &str) -> Result<i128, String> {
     let text = match value {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Number(n) => n.to_string(),
-        other => return Err(format!("unit_price must be a decimal string, got {other}")),
+        other => return Err(format!("{field} must be a decimal string, got {other}")),
     };
-    let bad = || format!("unit_price {text:?} is not a decimal with at most 2 decimals");
+    let bad = || format!("{field} {text:?} is not a decimal with at most 2 decimals");
     let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
     if int.is_empty()
         || int.len() > 10
@@ -277,7 +277,7 @@ fn parse_price(value: &serde_json::Value) -> Result<i128, String> {
         || !frac.bytes().all(|b| b.is_ascii_digit())
     {
         if int.starts_with('-') {
-            return Err(format!("unit_price must be ≥ 0, got {text}"));
+            return Err(format!("{field} must be ≥ 0, got {text}"));
         }
         return Err(bad());
     }

@@ -10,7 +10,7 @@ use shop_ingest::postgres::{self, ExportOptions, Mode, PgPool, generate::Generat
 use super::serve;
 use crate::config::{
     ExportMode, GenerateKafkaArgs, GeneratePostgresArgs, IngestKafkaArgs, IngestPostgresArgs,
-    ResolvedPostgres, parse_bytes,
+    IngestProductsArgs, ResolvedPostgres, parse_bytes,
 };
 use crate::progress::RowProgress;
 
@@ -196,6 +196,33 @@ pub async fn kafka(args: IngestKafkaArgs, file: Option<&Path>) -> anyhow::Result
         metrics.rejected.load(std::sync::atomic::Ordering::Relaxed),
         metrics.files.load(std::sync::atomic::Ordering::Relaxed)
     );
+    Ok(())
+}
+
+/// `ingest products`: the catalogue files as the new stage.products.
+pub async fn products(args: IngestProductsArgs, file: Option<&Path>) -> anyhow::Result<()> {
+    let lake = serve::open_lake(&args.lake, file).await?;
+    let report = shop_ingest::products::load(&lake, &args.files, args.max_rejected).await?;
+    if !report.ignored_columns.is_empty() {
+        eprintln!(
+            "Ignored columns that stage.products does not have: {}.",
+            report.ignored_columns.join(", ")
+        );
+    }
+    eprintln!(
+        "Loaded {} of {} rows into stage.products (version {}).",
+        report.loaded, report.rows, report.version
+    );
+    if !report.rejected.is_empty() {
+        eprintln!(
+            "{} rows rejected, kept in stage.products_rejected (load_id '{}'):",
+            report.rejected.len(),
+            report.load_id
+        );
+        for r in report.rejected.iter().take(20) {
+            eprintln!("  {}:{}: {}", r.file, r.row, r.reason);
+        }
+    }
     Ok(())
 }
 

@@ -22,6 +22,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(GenerateCommand::Kafka(args)) => ingest::generate_kafka(args, file).await,
         Command::Ingest(IngestCommand::Postgres(args)) => ingest::postgres(args, file).await,
         Command::Ingest(IngestCommand::Kafka(args)) => ingest::kafka(args, file).await,
+        Command::Ingest(IngestCommand::Products(args)) => ingest::products(args, file).await,
         Command::Refresh(args) => refresh::run(args, file).await,
         Command::Stream(StreamCommand::Clickhouse(args)) => {
             refresh::stream_clickhouse(args, file).await
