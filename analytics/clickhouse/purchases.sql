@@ -2,6 +2,8 @@
 --
 -- Every row carries the Kafka partition and offset it came from: the loader resumes each
 -- partition after the highest offset stored here, so a crash never loads a message twice.
+-- No PARTITION BY on purpose: an INSERT is then one part, committed all or nothing (a table
+-- partitioned by month would commit the months of one insert separately).
 -- ReplacingMergeTree on purchase_id also folds a purchase sent twice by its producer;
 -- query with FINAL (or GROUP BY purchase_id) for exact counts before background merges ran.
 CREATE TABLE IF NOT EXISTS {database}.purchases
@@ -22,5 +24,4 @@ CREATE TABLE IF NOT EXISTS {database}.purchases
     loaded_at       DateTime('UTC') DEFAULT now()
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(dt)
 ORDER BY purchase_id

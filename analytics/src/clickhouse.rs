@@ -76,8 +76,10 @@ impl std::fmt::Debug for ClickHouse {
     }
 }
 
-/// `scheme://user:password@host/…` as `scheme://host/…`.
+/// `scheme://user:password@host/path?query` as `scheme://host/path`: credentials can be in the
+/// user info and in the query (`?user=…&password=…`).
 fn without_credentials(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let authority_end = rest.find('/').unwrap_or(rest.len());
@@ -147,7 +149,7 @@ impl ClickHouse {
         format!("{}.{table}", self.config.database)
     }
 
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         what: impl Into<String>,
         request: impl Future<Output = clickhouse::error::Result<T>>,
@@ -309,8 +311,9 @@ impl ClickHouse {
     }
 
     /// Replaces the `day` partition of `table` (partitioned by its `dt` Date column) with
-    /// `batches`: loads them into `<table>__load`, then `REPLACE PARTITION`. An empty `batches`
-    /// drops the day.
+    /// `batches`: loads them into a load table of this call's own, then `REPLACE PARTITION`. An
+    /// empty `batches` drops the day. Two refreshes of one day at once cannot mix their rows: the
+    /// last `REPLACE` wins.
     pub async fn replace_day(
         &self,
         table: &str,
@@ -318,47 +321,60 @@ impl ClickHouse {
         batches: &[RecordBatch],
     ) -> Result<u64> {
         let target = self.qualified(table);
-        let load = self.qualified(&format!("{table}__load"));
+        let load_name = load_table(table, "load");
+        let load = self.qualified(&load_name);
         let partition = format!("'{}'", day.format("%Y-%m-%d"));
-        self.execute(&format!("CREATE TABLE IF NOT EXISTS {load} AS {target}"))
+        self.execute(&format!("CREATE TABLE {load} AS {target}"))
             .await?;
-        // Leftovers of a run that died between its insert and its REPLACE.
-        self.execute(&format!("ALTER TABLE {load} DROP PARTITION {partition}"))
-            .await?;
-        let rows = self.insert(&format!("{table}__load"), batches).await?;
-        if rows == 0 {
-            self.execute(&format!("ALTER TABLE {target} DROP PARTITION {partition}"))
+        let replaced: Result<u64> = async {
+            let rows = self.insert(&load_name, batches).await?;
+            if rows == 0 {
+                self.execute(&format!("ALTER TABLE {target} DROP PARTITION {partition}"))
+                    .await?;
+            } else {
+                self.execute(&format!(
+                    "ALTER TABLE {target} REPLACE PARTITION {partition} FROM {load}"
+                ))
                 .await?;
-            return Ok(0);
+            }
+            Ok(rows)
         }
-        self.execute(&format!(
-            "ALTER TABLE {target} REPLACE PARTITION {partition} FROM {load}"
-        ))
-        .await?;
-        self.execute(&format!("ALTER TABLE {load} DROP PARTITION {partition}"))
-            .await?;
+        .await;
+        let dropped = self.execute(&format!("DROP TABLE IF EXISTS {load}")).await;
+        let rows = replaced?;
+        dropped?;
         Ok(rows)
     }
 
-    /// Replaces the whole content of `table` with `batches`: loads `<table>__load` and swaps
-    /// it in with one `RENAME TABLE`.
+    /// Replaces the whole content of `table` with `batches`: loads a load table of this
+    /// call's own and swaps it in with one `RENAME TABLE`.
     pub async fn replace_table(&self, table: &str, batches: &[RecordBatch]) -> Result<u64> {
         let target = self.qualified(table);
-        let load = self.qualified(&format!("{table}__load"));
-        let old = self.qualified(&format!("{table}__old"));
-        self.execute(&format!("DROP TABLE IF EXISTS {load}"))
-            .await?;
+        let load_name = load_table(table, "load");
+        let load = self.qualified(&load_name);
+        let old = self.qualified(&load_table(table, "old"));
         self.execute(&format!("CREATE TABLE {load} AS {target}"))
             .await?;
-        let rows = self.insert(&format!("{table}__load"), batches).await?;
-        self.execute(&format!("DROP TABLE IF EXISTS {old}")).await?;
-        self.execute(&format!(
-            "RENAME TABLE {target} TO {old}, {load} TO {target}"
-        ))
-        .await?;
-        self.execute(&format!("DROP TABLE {old}")).await?;
-        Ok(rows)
+        let swapped: Result<u64> = async {
+            let rows = self.insert(&load_name, batches).await?;
+            self.execute(&format!(
+                "RENAME TABLE {target} TO {old}, {load} TO {target}"
+            ))
+            .await?;
+            self.execute(&format!("DROP TABLE {old}")).await?;
+            Ok(rows)
+        }
+        .await;
+        if swapped.is_err() {
+            let _ = self.execute(&format!("DROP TABLE IF EXISTS {load}")).await;
+        }
+        swapped
     }
+}
+
+/// `<table>__<kind>_<random>`: a helper table no other call uses.
+fn load_table(table: &str, kind: &str) -> String {
+    format!("{table}__{kind}_{}", uuid::Uuid::new_v4().simple())
 }
 
 #[cfg(test)]
@@ -370,6 +386,10 @@ mod tests {
         assert_eq!(
             without_credentials("http://bob:s3cret@ch:8123/x"),
             "http://ch:8123/x"
+        );
+        assert_eq!(
+            without_credentials("http://ch:8123/?user=bob&password=s3cret"),
+            "http://ch:8123/"
         );
         assert_eq!(without_credentials("http://ch:8123"), "http://ch:8123");
         let ch = ClickHouse::new(ClickHouseConfig::new("http://bob:s3cret@ch:8123")).unwrap();

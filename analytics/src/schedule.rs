@@ -4,7 +4,8 @@
 //!   the fire time, and of the dimensions.
 //! - At start it marks runs that an earlier scheduler left `running` as `interrupted`, then
 //!   catches up: every day of the last `catch_up_days` (up to yesterday) without a successful run
-//!   of all aggregates is refreshed.
+//!   of all aggregates that started after the day ended (and, with ClickHouse configured, wrote
+//!   to it) is refreshed.
 //! - A failed run is retried after a backoff that doubles from `retry_initial` up to
 //!   `retry_max`, at most `max_attempts` times in all; later days do not wait for it.
 //! - Every run is recorded in `system.refresh_runs`.
@@ -65,6 +66,22 @@ pub fn parse_cron(expression: &str) -> Result<Cron> {
     })
 }
 
+/// The `system.refresh_runs` filter of the runs that make a day between `first` and `last` done:
+/// a successful run of `tables` that started after the day ended (an earlier one saw part of the
+/// day) and, when `clickhouse`, wrote to ClickHouse.
+pub fn done_filter(first: NaiveDate, last: NaiveDate, tables: &[&str], clickhouse: bool) -> String {
+    format!(
+        "status = 'succeeded' AND day BETWEEN DATE '{first}' AND DATE '{last}' \
+         AND tables = '{}' AND CAST(started_at AS DATE) > day{}",
+        tables.join(","),
+        if clickhouse {
+            " AND clickhouse_rows IS NOT NULL"
+        } else {
+            ""
+        }
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Work {
     Day(NaiveDate),
@@ -95,14 +112,11 @@ impl Scheduler {
         }
     }
 
-    /// Runs until `stop` completes. A run in progress is abandoned (its record stays `running`
-    /// and is marked `interrupted` by the next start; the lake and ClickHouse keep the old day).
-    pub async fn run(self, stop: impl Future<Output = ()>) {
-        tokio::pin!(stop);
-        tokio::select! {
-            () = self.schedule() => {}
-            () = &mut stop => tracing::info!("refresh scheduler stopped"),
-        }
+    /// Runs forever; stop it by dropping (aborting) the future. A run in progress is then
+    /// abandoned: its record stays `running` and is marked `interrupted` by the next start, and
+    /// the lake and ClickHouse keep the old day.
+    pub async fn run(self) {
+        self.schedule().await
     }
 
     async fn schedule(&self) {
@@ -203,9 +217,11 @@ impl Scheduler {
         }
         let yesterday = Utc::now().date_naive().pred_opt().expect("a day before");
         let first = yesterday - chrono::Duration::days(i64::from(self.config.catch_up_days) - 1);
-        let filter = format!(
-            "status = 'succeeded' AND day BETWEEN DATE '{first}' AND DATE '{yesterday}' AND tables = '{}'",
-            self.selection.aggregate_names().join(",")
+        let filter = done_filter(
+            first,
+            yesterday,
+            &self.selection.aggregate_names(),
+            self.refresher.clickhouse().is_some(),
         );
         let done: BTreeSet<NaiveDate> = match runs::read(&ctx, &filter).await {
             Ok(records) => records.into_iter().filter_map(|r| r.day).collect(),

@@ -7,12 +7,15 @@
 //! **ClickHouse is the truth about progress.** Every row carries its Kafka partition and
 //! offset. When a partition is assigned, the loader asks ClickHouse for the highest offset of
 //! that partition in `purchases` and starts right after it; the group's committed offset is only
-//! a progress report. An INSERT is all-or-nothing, and were it cut short the rows already in are
-//! a prefix in offset order, so after a crash the loader resumes exactly where the data ends:
-//! no message is loaded twice or skipped. Dead letters after the last purchase may be read again
-//! and fold into the same rows of `purchases_rejected` (keyed by partition and offset).
+//! a progress report. `purchases` has no PARTITION BY, so an INSERT (at most
+//! [`MAX_FLUSH_ROWS`] rows, one ClickHouse block) is one part, committed all or nothing: after a
+//! crash the loader resumes exactly where the data ends, and no message is loaded twice or
+//! skipped. Dead letters after the last purchase may be read again and fold into the same rows of
+//! `purchases_rejected` (keyed by partition and offset).
 //!
-//! A failed insert (ClickHouse down) is retried with backoff while nothing new is consumed.
+//! A failed insert (ClickHouse down) is retried with backoff while nothing new is consumed;
+//! before each retry the rows ClickHouse already holds (an insert that timed out on our side but
+//! was committed) are dropped from the batch.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,6 +47,13 @@ pub const DDL: [&str; 2] = [
     include_str!("../clickhouse/purchases_rejected.sql"),
 ];
 
+/// The last instant ClickHouse's `DateTime` holds (2106-02-07T06:28:15Z), in microseconds.
+const DATETIME_MAX_MICROS: i64 = u32::MAX as i64 * 1_000_000;
+
+/// Most events per INSERT: ClickHouse commits an INSERT of up to `max_insert_block_size`
+/// (1,048,576) rows into an unpartitioned table as one part, all or nothing.
+pub const MAX_FLUSH_ROWS: usize = 500_000;
+
 /// Settings of the loader.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
@@ -51,7 +61,7 @@ pub struct StreamConfig {
     pub topic: String,
     /// Its own consumer group, apart from the lake worker's.
     pub group: String,
-    /// Insert once this many events are buffered…
+    /// Insert once this many events are buffered (at most [`MAX_FLUSH_ROWS`])…
     pub flush_rows: usize,
     /// … or the oldest buffered event waited this long.
     pub flush_interval: Duration,
@@ -105,16 +115,11 @@ pub async fn next_offsets(ch: &ClickHouse, topic: &str) -> Result<HashMap<i32, i
         ch.qualified(PURCHASES)
     );
     let rows: Vec<MaxOffset> = ch
-        .client()
-        .query(&sql)
-        .bind(topic)
-        .fetch_all()
-        .await
-        .map_err(|cause| Error::ClickHouse {
-            url: ch.url().to_string(),
-            what: format!("reading the loaded offsets of {topic}"),
-            cause: cause.to_string(),
-        })?;
+        .call(
+            format!("reading the loaded offsets of {topic}"),
+            ch.client().query(&sql).bind(topic).fetch_all(),
+        )
+        .await?;
     Ok(rows
         .into_iter()
         .map(|r| (r.kafka_partition, r.kafka_offset + 1))
@@ -192,9 +197,11 @@ impl Loader {
                     .get(&p)
                     .map_or(Offset::Beginning, |o| Offset::Offset(*o)),
                 Err(e) => {
-                    // Messages below ClickHouse's offset are skipped by the loop anyway.
-                    tracing::error!(partition = p, cause = %e, "cannot read the loaded offsets; starting at the committed offset");
-                    Offset::Stored
+                    // The loop skips every message below ClickHouse's offset once it can read
+                    // it: starting at the beginning re-reads more but never skips a message
+                    // (the group's commit could be ahead of a restored ClickHouse).
+                    tracing::error!(partition = p, cause = %e, "cannot read the loaded offsets; starting at the beginning");
+                    Offset::Beginning
                 }
             }
         });
@@ -227,7 +234,7 @@ impl Loader {
                     Some(Err(e)) => tracing::warn!(cause = %e, "Kafka error while polling"),
                     Some(Ok(m)) => self.accept(&m),
                 }
-                let due = self.buffer.len() >= self.config.flush_rows
+                let due = self.buffer.len() >= self.config.flush_rows.clamp(1, MAX_FLUSH_ROWS)
                     || self
                         .oldest
                         .is_some_and(|t| t.elapsed() >= self.config.flush_interval);
@@ -316,6 +323,19 @@ impl Loader {
             Some(payload) => purchases::decode(payload, timestamp),
             None => Err("the message has no payload".to_string()),
         };
+        // ClickHouse's DateTime holds 1970-01-01 to 2106-02-07; outside it the insert would fail
+        // on every retry, so such an event is a dead letter (as is one with a broken timestamp).
+        let decoded = decoded.and_then(|p| {
+            if (0..=DATETIME_MAX_MICROS).contains(&p.purchased_at) {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "purchased_at {} is outside what ClickHouse stores (1970-01-01 to 2106-02-07)",
+                    chrono::DateTime::from_timestamp_micros(p.purchased_at)
+                        .map_or_else(|| p.purchased_at.to_string(), |t| t.to_rfc3339())
+                ))
+            }
+        });
         let row = decoded.map_err(|reason| Rejected {
             topic: self.config.topic.clone(),
             partition,
@@ -323,7 +343,8 @@ impl Loader {
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
             reason,
-            kafka_timestamp_ms: timestamp,
+            kafka_timestamp_ms: timestamp
+                .filter(|ms| (0..=DATETIME_MAX_MICROS / 1000).contains(ms)),
             rejected_at: Utc::now(),
         });
         self.buffer.push((partition, offset, row));
@@ -336,9 +357,32 @@ impl Loader {
             return Ok(());
         }
         self.buffer.sort_by_key(|(p, o, _)| (*p, *o));
-        let (purchases, rejected) = self.batches();
         let mut wait = Duration::from_millis(500);
+        let mut first = true;
         loop {
+            if !std::mem::take(&mut first) {
+                // An insert that failed on our side (a timeout) may have been committed by
+                // ClickHouse: keep only what is not there yet.
+                match self
+                    .handle
+                    .block_on(next_offsets(&self.ch, &self.config.topic))
+                {
+                    Ok(next) => self
+                        .buffer
+                        .retain(|(p, o, _)| *o >= next.get(p).copied().unwrap_or(0)),
+                    Err(e) => {
+                        tracing::warn!(cause = %e, "cannot read the loaded offsets before retrying");
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(self.config.retry_max);
+                        if stop.load(Ordering::Relaxed) {
+                            return Err(e);
+                        }
+                        first = false;
+                        continue;
+                    }
+                }
+            }
+            let (purchases, rejected) = self.batches();
             let attempt = self.handle.block_on(async {
                 if rejected.num_rows() > 0 {
                     self.ch
@@ -350,7 +394,15 @@ impl Loader {
                     .await
             });
             match attempt {
-                Ok(_) => break,
+                Ok(_) => {
+                    self.metrics
+                        .rows
+                        .fetch_add(purchases.num_rows() as u64, Ordering::Relaxed);
+                    self.metrics
+                        .rejected
+                        .fetch_add(rejected.num_rows() as u64, Ordering::Relaxed);
+                    break;
+                }
                 Err(e) => {
                     self.metrics.failed_inserts.fetch_add(1, Ordering::Relaxed);
                     if stop.load(Ordering::Relaxed) {
@@ -363,12 +415,6 @@ impl Loader {
                 }
             }
         }
-        self.metrics
-            .rows
-            .fetch_add(purchases.num_rows() as u64, Ordering::Relaxed);
-        self.metrics
-            .rejected
-            .fetch_add(rejected.num_rows() as u64, Ordering::Relaxed);
         self.metrics.inserts.fetch_add(1, Ordering::Relaxed);
         // The group's committed offsets only report progress (lag tools read them).
         let mut positions = TopicPartitionList::new();

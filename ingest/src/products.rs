@@ -10,10 +10,11 @@
 //! | `name` | required, not blank, at most 1000 characters |
 //! | `category` | required, not blank, at most 200 characters |
 //! | `price` | required, a decimal ≥ 0 with at most 2 decimals and 10 integer digits |
-//! | `created_at` | optional RFC 3339 time or `YYYY-MM-DD[ HH:MM:SS]` (UTC); default: the load time |
+//! | `created_at` | optional RFC 3339 time or `YYYY-MM-DD[ HH:MM:SS]` (UTC) from 1970 to 2106-02-07; default: the load time |
 //!
 //! Other columns are ignored (and named in a warning). A product id that appears more than once
-//! rejects every copy: which one is right cannot be known.
+//! (counting rows rejected for another reason) rejects every copy: which one is right cannot be
+//! known.
 //!
 //! A rejected row is reported with its file, row number, the field and the reason. When more
 //! rows are rejected than `max_rejected` (default 0), or no row is valid, nothing is written and
@@ -351,7 +352,14 @@ fn created_at(
         .map_err(|_| {
             format!("created_at {text:?} is not an RFC 3339 time or YYYY-MM-DD[ HH:MM:SS]")
         })?;
-    Ok(parsed.timestamp_micros())
+    // What ClickHouse's DateTime holds, where the products dimension is copied.
+    let micros = parsed.timestamp_micros();
+    if !(0..=i64::from(u32::MAX) * 1_000_000).contains(&micros) {
+        return Err(format!(
+            "created_at {text:?} is outside 1970-01-01 to 2106-02-07"
+        ));
+    }
+    Ok(micros)
 }
 
 /// Validates one row.
@@ -509,10 +517,14 @@ pub fn read(files: &[PathBuf], now: DateTime<Utc>) -> Result<Read> {
             }),
         }
     }
-    // A repeated product_id rejects every copy.
+    // A repeated product_id rejects every copy, also when another copy was rejected already.
     let mut seen: HashMap<i64, Vec<usize>> = HashMap::new();
-    for (product, index) in &valid {
-        seen.entry(product.product_id).or_default().push(*index);
+    for (index, row) in raw.iter().enumerate() {
+        if let Ok(fields) = &row.fields
+            && let Ok(id) = positive_id(fields, "product_id")
+        {
+            seen.entry(id).or_default().push(index);
+        }
     }
     let mut products = Vec::with_capacity(valid.len());
     for (product, index) in valid {

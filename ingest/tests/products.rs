@@ -143,7 +143,7 @@ async fn csv_json_and_parquet_files_load_as_one_catalogue() {
 }
 
 /// Each bad row, the reason it must get (a substring naming the field).
-const BAD_ROWS: [(&str, &str); 14] = [
+const BAD_ROWS: [(&str, &str); 15] = [
     (
         r#"{"seller_id": 1, "name": "x", "category": "c", "price": "1"}"#,
         "product_id is missing",
@@ -193,6 +193,10 @@ const BAD_ROWS: [(&str, &str); 14] = [
         "created_at \"yesterday\" is not an RFC 3339 time",
     ),
     (
+        r#"{"product_id": 110, "seller_id": 1, "name": "x", "category": "c", "price": "1", "created_at": "1969-12-31"}"#,
+        "created_at \"1969-12-31\" is outside 1970-01-01 to 2106-02-07",
+    ),
+    (
         r#"{"product_id": 109, "seller_id": 1, "name": "x", "category": "c", "price": "1""#,
         "not valid JSON",
     ),
@@ -217,7 +221,7 @@ async fn every_rule_rejects_its_row_with_the_field_named_and_nothing_is_written(
     let Error::TooManyRejected { rows, rejected, .. } = &err else {
         panic!("{err}");
     };
-    assert_eq!((*rows, *rejected), (15, 14));
+    assert_eq!((*rows, *rejected), (16, 15));
     let message = err.to_string();
     assert!(message.contains("nothing was written"), "{message}");
     assert!(
@@ -234,11 +238,11 @@ async fn every_rule_rejects_its_row_with_the_field_named_and_nothing_is_written(
     assert!(!dir.path().join("lake/stage").exists(), "no file written");
 
     // With room for them, the good row is published and each bad one is kept with its reason.
-    let report = products::load(&lake, std::slice::from_ref(&file), 14)
+    let report = products::load(&lake, std::slice::from_ref(&file), 15)
         .await
         .unwrap();
     assert_eq!(report.loaded, 1);
-    assert_eq!(report.rejected.len(), 14);
+    assert_eq!(report.rejected.len(), 15);
     for (i, (row, reason)) in BAD_ROWS.iter().enumerate() {
         let got = &report.rejected[i];
         assert_eq!(got.row, i as u64 + 2, "{got:?}");
@@ -265,7 +269,7 @@ async fn every_rule_rejects_its_row_with_the_field_named_and_nothing_is_written(
             .unwrap()
             .map(Result::unwrap)
             .collect();
-    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 14);
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 15);
     assert_eq!(live(dir.path(), &lake).await.len(), 1);
 }
 
@@ -282,6 +286,28 @@ async fn a_repeated_product_id_rejects_every_copy() {
         dir.path(),
         "b.csv",
         "product_id,seller_id,name,category,price\n7,1,Second,c,3\n",
+    );
+    // A third copy that is invalid for another reason still counts as a copy.
+    let c = write(
+        dir.path(),
+        "c.csv",
+        "product_id,seller_id,name,category,price\n9,1,Valid,c,1\n9,1,Invalid,c,-1\n",
+    );
+    let report = products::load(&lake, &[a.clone(), b.clone(), c.clone()], 4)
+        .await
+        .unwrap();
+    let nine: Vec<_> = report
+        .rejected
+        .iter()
+        .filter(|r| r.file == c.display().to_string())
+        .map(|r| r.reason.clone())
+        .collect();
+    assert_eq!(
+        nine,
+        [
+            format!("product_id 9 appears 2 times ({0}:2, {0}:3)", c.display()),
+            "price must be ≥ 0, got -1".to_string()
+        ]
     );
     let report = products::load(&lake, &[a.clone(), b.clone()], 2)
         .await

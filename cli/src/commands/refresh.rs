@@ -17,7 +17,8 @@ use super::serve;
 use crate::config::{ClickHouseArgs, RefreshArgs, StreamClickhouseArgs};
 use crate::progress::progress_bar;
 
-/// Connects to ClickHouse when it is configured, checking that it answers.
+/// The ClickHouse connection when one is configured. It is not pinged here: `serve` must start
+/// while ClickHouse is down (its scheduler retries), and `refresh` names the address on failure.
 pub async fn clickhouse(
     args: &ClickHouseArgs,
     file: Option<&Path>,

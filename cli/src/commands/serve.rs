@@ -24,7 +24,6 @@ pub async fn run(args: ServeArgs, file: Option<&Path>) -> anyhow::Result<()> {
         lake.location(),
         running.addr()
     );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let scheduler = schedule.map(|config| {
         eprintln!(
             "Refreshing the aggregates on the schedule \"{}\" (UTC){}.",
@@ -36,19 +35,13 @@ pub async fn run(args: ServeArgs, file: Option<&Path>) -> anyhow::Result<()> {
             }
         );
         let scheduler = Scheduler::new(Refresher::new(lake.clone(), clickhouse), config);
-        let mut stopped = stopped.clone();
-        tokio::spawn(scheduler.run(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }))
+        tokio::spawn(scheduler.run())
     });
-    let result = running
-        .wait(async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        })
-        .await
-        .context("the server stopped with an error");
+    let result = wait_for_shutdown(running).await;
+    // However the server ended: a refresh in progress is abandoned (its day stays as it was and
+    // its run is marked interrupted by the next start).
     if let Some(scheduler) = scheduler {
+        scheduler.abort();
         let _ = scheduler.await;
     }
     result
