@@ -72,6 +72,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate a demo shop into a local lake (if it is empty), build the daily aggregates and
@@ -284,9 +286,30 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
+    pub api: ShopApiArgs,
+    #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
     #[command(flatten)]
     pub schedule: RefreshScheduleArgs,
+}
+
+/// The backends of the shop API (gRPC and REST): sellers and customers in PostgreSQL, new
+/// purchases published to Kafka. Without them those calls answer FAILED_PRECONDITION.
+#[derive(Debug, Args)]
+pub struct ShopApiArgs {
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
+    /// Kafka brokers that CreatePurchase publishes to, e.g. localhost:9092 (also the
+    /// kafka_brokers key of [kafka]) [default: none, creating purchases is off]
+    #[arg(long, env = "SHOP_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
+    pub kafka_brokers: Option<String>,
+    /// Topic that CreatePurchase publishes to (created if missing).
+    #[arg(long, env = "SHOP_KAFKA_TOPIC", default_value = "purchases")]
+    pub topic: String,
+    /// Longest wait for Kafka to acknowledge a new purchase before the call answers
+    /// UNAVAILABLE, in milliseconds.
+    #[arg(long, env = "SHOP_PUBLISH_TIMEOUT_MS", default_value_t = 10_000)]
+    pub publish_timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -419,10 +442,15 @@ pub struct KafkaArgs {
 
 impl KafkaArgs {
     pub fn resolve(&self, file: Option<&Path>) -> anyhow::Result<String> {
-        let merged: KafkaArgs = layered(file, "kafka", self)?;
-        Ok(merged
-            .kafka_brokers
+        Ok(self
+            .resolve_optional(file)?
             .unwrap_or_else(|| "127.0.0.1:9092".to_string()))
+    }
+
+    /// The brokers if any are configured, `None` otherwise.
+    pub fn resolve_optional(&self, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+        let merged: KafkaArgs = layered(file, "kafka", self)?;
+        Ok(merged.kafka_brokers.filter(|b| !b.trim().is_empty()))
     }
 }
 
@@ -495,20 +523,28 @@ pub struct ResolvedPostgres {
 
 impl PostgresArgs {
     pub fn resolve(&self, file: Option<&Path>) -> anyhow::Result<ResolvedPostgres> {
+        self.resolve_optional(file)?.context(
+            "no PostgreSQL URL: pass --pg-url, set SHOP_PG_URL or DATABASE_URL, or put \
+             pg_url into [postgres] of the configuration file",
+        )
+    }
+
+    /// The settings if a URL is configured, `None` otherwise.
+    pub fn resolve_optional(
+        &self,
+        file: Option<&Path>,
+    ) -> anyhow::Result<Option<ResolvedPostgres>> {
         let merged: PostgresArgs = layered(file, "postgres", self)?;
         let url = merged
             .pg_url
             .or_else(|| std::env::var("DATABASE_URL").ok())
-            .context(
-                "no PostgreSQL URL: pass --pg-url, set SHOP_PG_URL or DATABASE_URL, or put \
-                 pg_url into [postgres] of the configuration file",
-            )?;
-        Ok(ResolvedPostgres {
+            .filter(|u| !u.trim().is_empty());
+        Ok(url.map(|url| ResolvedPostgres {
             url,
             connect_timeout: Duration::from_secs(
                 merged.pg_connect_timeout_secs.unwrap_or(10).max(1),
             ),
-        })
+        }))
     }
 }
 
@@ -552,6 +588,14 @@ pub struct ServerArgs {
     #[arg(long, env = "SHOP_READY_FILE", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_file: Option<PathBuf>,
+    /// Address of the REST/JSON gateway of the shop API, or "off" [default: 127.0.0.1:8000]
+    #[arg(long, env = "SHOP_HTTP_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    /// Write the REST gateway's bound address to this file once it accepts connections.
+    #[arg(long, env = "SHOP_HTTP_READY_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_ready_file: Option<PathBuf>,
     /// File of user:password lines; turns authentication on. SHOP_AUTH_USERS
     /// ("alice:secret,bob:pw") does the same from the environment.
     #[arg(long, env = "SHOP_AUTH_USERS_FILE", value_name = "FILE")]
@@ -645,6 +689,7 @@ impl LakeArgs {
 pub struct ResolvedServer {
     pub config: ServerConfig,
     pub ready_file: Option<PathBuf>,
+    pub http_ready_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -696,6 +741,14 @@ impl ServerArgs {
         if limits.max_concurrent_queries == 0 {
             bail!("max_concurrent_queries must be at least 1");
         }
+        let http_listen = match m.http_listen.as_deref().map(str::trim) {
+            None => Some("127.0.0.1:8000".parse().expect("valid address")),
+            Some(off) if off.eq_ignore_ascii_case("off") => None,
+            Some(addr) => Some(
+                addr.parse::<SocketAddr>()
+                    .with_context(|| format!("invalid http_listen {addr:?} (HOST:PORT or off)"))?,
+            ),
+        };
         let mut catalog = LakeCatalogOptions::default();
         if let Some(ms) = m.catalog_refresh_ms {
             catalog.refresh_interval = Duration::from_millis(ms.max(100));
@@ -712,8 +765,11 @@ impl ServerArgs {
                 tls,
                 limits,
                 catalog,
+                http_listen,
+                api: Default::default(),
             },
             ready_file: m.ready_file,
+            http_ready_file: m.http_ready_file,
         })
     }
 }

@@ -525,6 +525,8 @@ async fn the_scheduler_records_a_clickhouse_outage_retries_and_succeeds_when_it_
                 root.to_str().unwrap(),
                 "--listen",
                 "127.0.0.1:0",
+                "--http-listen",
+                "off",
             ])
             .args(["--clickhouse-url", &format!("http://127.0.0.1:{port}")])
             .args(["--clickhouse-database", ch.database()])

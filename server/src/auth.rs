@@ -133,8 +133,8 @@ impl Authenticator {
         }
         let header = authorization(metadata).ok_or_else(|| {
             Error::Unauthenticated(
-                "authentication required: call Handshake with Basic credentials, then send \
-                 'authorization: Bearer <token>'"
+                "authentication required: send 'authorization: Basic <base64 user:password>', \
+                 or the 'authorization: Bearer <token>' a Flight SQL Handshake returned"
                     .into(),
             )
         })?;

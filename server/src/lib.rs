@@ -7,6 +7,7 @@
 //! - [`service`]: the Flight SQL commands (statements, prepared statements, metadata).
 //! - [`metadata`]: `GetSqlInfo`, `GetXdbcTypeInfo`, column metadata and key listings.
 //! - [`auth`]: Basic → bearer-token authentication.
+//! - [`rest`]: the shop API as REST/JSON, and [`openapi`], its description.
 //! - [`server`]: the gRPC server: authentication on every call, `GetSchema`, TLS, shutdown.
 //! - [`error`]: the one place errors become gRPC status codes.
 
@@ -14,11 +15,13 @@ pub mod auth;
 pub mod error;
 pub mod guard;
 pub mod metadata;
+pub mod openapi;
 pub mod query;
+pub mod rest;
 pub mod server;
 pub mod service;
 
 pub use auth::AuthConfig;
 pub use error::Error;
 pub use query::Limits;
-pub use server::{RunningServer, ServerConfig, StartError, TlsConfig, start};
+pub use server::{ApiBackends, RunningServer, ServerConfig, StartError, TlsConfig, start};

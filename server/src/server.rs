@@ -25,6 +25,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
+use shop_api::pb::product_service_server::ProductServiceServer;
+use shop_api::pb::purchase_service_server::PurchaseServiceServer;
+use shop_api::pb::seller_service_server::SellerServiceServer;
+
 use crate::auth::{AuthConfig, Authenticator};
 use crate::error::Error;
 use crate::query::{Engine, Limits};
@@ -41,6 +45,20 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     pub limits: Limits,
     pub catalog: LakeCatalogOptions,
+    /// Address of the REST/JSON gateway of the shop API; `None`: no gateway.
+    pub http_listen: Option<SocketAddr>,
+    /// PostgreSQL and Kafka for the shop API; calls that need a missing one answer
+    /// `FAILED_PRECONDITION`.
+    pub api: ApiBackends,
+}
+
+/// The shop API's backends besides the lake.
+#[derive(Debug, Clone, Default)]
+pub struct ApiBackends {
+    /// Sellers, customers (checked by CreatePurchase) and idempotency keys.
+    pub postgres: Option<sqlx::PgPool>,
+    /// Where CreatePurchase publishes.
+    pub kafka: Option<shop_api::KafkaPublisher>,
 }
 
 /// PEM certificate chain and private key.
@@ -75,14 +93,25 @@ pub enum StartError {
         location: String,
         cause: shop_lake::Error,
     },
+    #[error("cannot listen on {addr} (REST/JSON): {cause}")]
+    BindHttp {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(tonic_reflection::server::Error),
 }
+
+/// gRPC service name of Flight, for the health service.
+pub const FLIGHT_SERVICE: &str = "arrow.flight.protocol.FlightService";
 
 /// A server running in the background.
 pub struct RunningServer {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     tls: bool,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop: Vec<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     refresher: JoinHandle<()>,
 }
 
@@ -90,6 +119,11 @@ impl RunningServer {
     /// The bound address (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of the REST/JSON gateway, if it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The address as a Flight URI: `grpc://…`, or `grpc+tls://…` with TLS.
@@ -100,9 +134,17 @@ impl RunningServer {
 
     /// Stops accepting calls, lets running calls finish, and waits for the server to end.
     pub async fn stop(self) -> Result<(), tonic::transport::Error> {
-        let _ = self.stop.send(());
+        for stop in self.stop {
+            let _ = stop.send(());
+        }
         self.refresher.abort();
-        self.task.await.unwrap_or(Ok(()))
+        let mut result = Ok(());
+        for task in self.tasks {
+            if let Ok(Err(e)) = task.await {
+                result = Err(e);
+            }
+        }
+        result
     }
 
     /// Waits until the server ends (after `shutdown` resolves).
@@ -123,10 +165,18 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         cause: source,
     })?;
     let refresher = catalog.spawn_refresher();
+    let products = shop_api::ProductApi::new(&lake, &catalog);
+    let purchases = shop_api::PurchaseApi::new(
+        &lake,
+        &catalog,
+        config.api.postgres.clone(),
+        config.api.kafka.clone(),
+    );
+    let sellers = shop_api::SellerApi::new(config.api.postgres.clone());
     let engine = Arc::new(Engine::new(&lake, catalog, config.limits.clone()));
     let auth = Arc::new(Authenticator::new(config.auth.clone()));
     let service = ShopFlight {
-        sql: Arc::new(SqlService::new(engine, auth)),
+        sql: Arc::new(SqlService::new(engine, Arc::clone(&auth))),
     };
 
     let listener = TcpListener::bind(config.listen)
@@ -140,41 +190,79 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         cause: source,
     })?;
 
+    let http_listener = match config.http_listen {
+        Some(http) => {
+            let listener = TcpListener::bind(http)
+                .await
+                .map_err(|cause| StartError::BindHttp { addr: http, cause })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|cause| StartError::BindHttp { addr: http, cause })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let identity = config.tls.as_ref().map(tls_identity).transpose()?;
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         // JDBC forwards connection properties as headers; the 8 KiB default is too small.
         .http2_max_header_list_size(64 * 1024);
-    if let Some(tls) = &config.tls {
-        let read = |path: &PathBuf, expected: &'static str, marker: &str| {
-            let pem = std::fs::read(path).map_err(|source| StartError::TlsFile {
-                path: path.clone(),
-                cause: source,
-            })?;
-            let text = String::from_utf8_lossy(&pem);
-            if text.contains("-----BEGIN") && text.contains(marker) {
-                Ok(pem)
-            } else {
-                Err(StartError::TlsPem {
-                    path: path.clone(),
-                    expected,
-                })
-            }
-        };
-        let identity = Identity::from_pem(
-            read(&tls.cert, "certificate", "CERTIFICATE-----")?,
-            read(&tls.key, "private key", "PRIVATE KEY-----")?,
-        );
+    if let Some(identity) = &identity {
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity))
+            .tls_config(ServerTlsConfig::new().identity(identity.clone()))
             .map_err(StartError::Tls)?;
     }
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // The shop API on the same port, behind the same authentication; health and reflection
+    // are open, as load balancers and grpcurl expect.
+    let check = {
+        let auth = Arc::clone(&auth);
+        move |request: Request<()>| {
+            auth.check(request.metadata()).map_err(Status::from)?;
+            Ok(request)
+        }
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in std::iter::once(FLIGHT_SERVICE).chain(shop_api::SERVICE_NAMES) {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shop_api::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(StartError::Reflection)?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(StartError::Reflection)?;
+    let gateway = crate::rest::Gateway {
+        products: products.clone(),
+        purchases: purchases.clone(),
+        sellers: sellers.clone(),
+        auth: Arc::clone(&auth),
+        openapi: Arc::new(crate::openapi::document()),
+    };
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = builder.add_service(flight);
-    let task = tokio::spawn(async move {
+    let router = builder
+        .add_service(flight)
+        .add_service(ProductServiceServer::with_interceptor(
+            products,
+            check.clone(),
+        ))
+        .add_service(PurchaseServiceServer::with_interceptor(
+            purchases,
+            check.clone(),
+        ))
+        .add_service(SellerServiceServer::with_interceptor(sellers, check))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let mut tasks = vec![tokio::spawn(async move {
         router
             // TCP_NODELAY on every accepted socket: without it small replies wait for delayed
             // ACKs (~40 ms a call). The builder's tcp_nodelay does not apply to own listeners.
@@ -185,15 +273,64 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
                 },
             )
             .await
-    });
+    })];
+    let mut stops = vec![stop];
+    let http_addr = http_listener.as_ref().map(|(_, bound)| *bound);
+    if let Some((listener, http)) = http_listener {
+        // HTTP/1.1 and HTTP/2, with the same TLS as the gRPC port.
+        let mut builder = Server::builder().accept_http1(true);
+        if let Some(identity) = identity {
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(StartError::Tls)?;
+        }
+        let router = builder.add_routes(crate::rest::router(gateway).into());
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        tasks.push(tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+        }));
+        tracing::info!(addr = %http, tls = config.tls.is_some(), "REST/JSON gateway listening");
+    }
     tracing::info!(%addr, lake = %lake.location(), tls = config.tls.is_some(), auth = !config.auth.users.is_empty(), "Flight SQL server listening");
     Ok(RunningServer {
         addr,
+        http_addr,
         tls: config.tls.is_some(),
-        stop,
-        task,
+        stop: stops,
+        tasks,
         refresher,
     })
+}
+
+/// The server identity from the PEM files, with errors that say which file is wrong.
+fn tls_identity(tls: &TlsConfig) -> Result<Identity, StartError> {
+    let read = |path: &PathBuf, expected: &'static str, marker: &str| {
+        let pem = std::fs::read(path).map_err(|source| StartError::TlsFile {
+            path: path.clone(),
+            cause: source,
+        })?;
+        let text = String::from_utf8_lossy(&pem);
+        if text.contains("-----BEGIN") && text.contains(marker) {
+            Ok(pem)
+        } else {
+            Err(StartError::TlsPem {
+                path: path.clone(),
+                expected,
+            })
+        }
+    };
+    Ok(Identity::from_pem(
+        read(&tls.cert, "certificate", "CERTIFICATE-----")?,
+        read(&tls.key, "private key", "PRIVATE KEY-----")?,
+    ))
 }
 
 /// The Flight service: authentication on every call, then the Flight SQL dispatch.

@@ -46,6 +46,8 @@ async fn fixture(configure: impl FnOnce(&mut ServerConfig)) -> Fixture {
             refresh_interval: Duration::from_millis(100),
             ..Default::default()
         },
+        http_listen: None,
+        api: Default::default(),
     };
     configure(&mut config);
     let server = shop_server::start(lake.clone(), config).await.unwrap();

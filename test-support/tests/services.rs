@@ -253,6 +253,8 @@ async fn flight_sql_serves_a_lake_on_s3() {
             tls: None,
             limits: Default::default(),
             catalog: Default::default(),
+            http_listen: None,
+            api: Default::default(),
         },
     )
     .await

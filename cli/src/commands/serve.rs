@@ -8,14 +8,15 @@ use shop_aggregates::schedule::Scheduler;
 use shop_lake::Lake;
 use shop_server::RunningServer;
 
-use crate::config::{LakeArgs, ResolvedServer, ServeArgs};
+use crate::config::{LakeArgs, ResolvedServer, ServeArgs, ShopApiArgs};
 
 /// The default lake of every command: a folder next to where it runs.
 pub const DEFAULT_LAKE: &str = "./lake-data";
 
 pub async fn run(args: ServeArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let lake = open_lake(&args.lake, file).await?;
-    let server = args.server.resolve(file)?;
+    let mut server = args.server.resolve(file)?;
+    server.config.api = api_backends(&args.api, file).await?;
     let schedule = args.schedule.resolve(file)?;
     let clickhouse = super::refresh::clickhouse(&args.clickhouse, file).await?;
     let running = start(&lake, server).await?;
@@ -58,20 +59,81 @@ pub async fn open_lake(args: &LakeArgs, file: Option<&Path>) -> anyhow::Result<L
     Ok(lake)
 }
 
-/// Starts the server and writes the ready file.
+/// PostgreSQL (migrated) and the Kafka producer of the shop API, as far as configured.
+///
+/// An unreachable PostgreSQL stops the start with a clear error; Kafka is only contacted by
+/// the first purchase, so a broker that is down makes CreatePurchase answer UNAVAILABLE and
+/// nothing else.
+async fn api_backends(
+    args: &ShopApiArgs,
+    file: Option<&Path>,
+) -> anyhow::Result<shop_server::ApiBackends> {
+    let mut backends = shop_server::ApiBackends::default();
+    if let Some(pg) = args.postgres.resolve_optional(file)? {
+        let pool = shop_ingest::postgres::connect_pool(&pg.url, pg.connect_timeout, 8).await?;
+        shop_ingest::postgres::migrate(&pool).await?;
+        eprintln!(
+            "Sellers and customers of the shop API in PostgreSQL at {}.",
+            shop_ingest::postgres::redact(&pg.url)
+        );
+        backends.postgres = Some(pool);
+    }
+    let kafka = crate::config::KafkaArgs {
+        kafka_brokers: args.kafka_brokers.clone(),
+    };
+    if let Some(brokers) = kafka.resolve_optional(file)? {
+        let config = shop_api::PurchaseConfig {
+            topic: args.topic.clone(),
+            publish_timeout: std::time::Duration::from_millis(args.publish_timeout_ms.max(1)),
+        };
+        let publisher = shop_api::KafkaPublisher::new(&brokers, &config)
+            .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?;
+        // The topic is made here if it is missing; a broker that is down is only a warning.
+        let topic = args.topic.clone();
+        let ensure = shop_ingest::kafka::generate::ensure_topic(&brokers, &topic, 4);
+        match tokio::time::timeout(config.publish_timeout, ensure).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(%brokers, %topic, cause = %e, "cannot check the purchases topic")
+            }
+            Err(_) => {
+                tracing::warn!(%brokers, %topic, "Kafka did not answer; purchases are refused until it does")
+            }
+        }
+        eprintln!("New purchases of the shop API are published to {topic} on {brokers}.");
+        backends.kafka = Some(publisher);
+    }
+    Ok(backends)
+}
+
+/// Starts the server and writes the ready files.
 pub async fn start(lake: &Lake, server: ResolvedServer) -> anyhow::Result<RunningServer> {
     let running = shop_server::start(lake.clone(), server.config)
         .await
         .context("cannot start the Flight SQL server")?;
+    if let (Some(path), Some(http)) = (&server.http_ready_file, running.http_addr()) {
+        write_ready_file(path, &http.to_string())?;
+    }
     if let Some(path) = &server.ready_file {
         write_ready_file(path, &running.addr().to_string())?;
+    }
+    if let Some(http) = running.http_addr() {
+        let scheme = if running.uri().starts_with("grpc+tls") {
+            "https"
+        } else {
+            "http"
+        };
+        eprintln!("REST/JSON shop API on {scheme}://{http}/v1/… (description: /openapi.json)");
     }
     Ok(running)
 }
 
 /// Writes `content` to `path` atomically (temp file + rename), so a reader never sees half of it.
 fn write_ready_file(path: &Path, content: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // `<file>.tmp` next to it: two ready files never share a temp file.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     std::fs::write(&tmp, content)
         .and_then(|()| std::fs::rename(&tmp, path))
         .with_context(|| format!("cannot write the ready file {}", path.display()))

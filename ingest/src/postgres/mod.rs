@@ -188,10 +188,15 @@ pub fn redact(url: &str) -> String {
 
 /// Connects, failing within `timeout` with the server named when it cannot be reached.
 pub async fn connect(url: &str, timeout: Duration) -> Result<PgPool> {
+    connect_pool(url, timeout, 2).await
+}
+
+/// [`connect`] with a pool of up to `max_connections`.
+pub async fn connect_pool(url: &str, timeout: Duration, max_connections: u32) -> Result<PgPool> {
     let options: PgConnectOptions = url.parse().map_err(|cause| Error::Url { cause })?;
     let options = options.application_name("shop-analytics");
     PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(max_connections)
         .acquire_timeout(timeout)
         .connect_with(options)
         .await

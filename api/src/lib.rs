@@ -1,0 +1,225 @@
+//! The shop's API (`proto/shop/v1`), served by the Flight SQL server over gRPC and REST/JSON.
+//!
+//! - [`ProductApi`]: `shop.v1.ProductService`, products read from `stage.products` with
+//!   DataFusion (point lookups and keyset-paginated, filtered listings).
+//! - [`PurchaseApi`]: `shop.v1.PurchaseService`, purchases validated and published to Kafka
+//!   (idempotent, with client idempotency keys kept in PostgreSQL), read back from
+//!   `stage.purchases`.
+//! - [`SellerApi`]: `shop.v1.SellerService`, sellers in PostgreSQL.
+//!
+//! Bad requests are `INVALID_ARGUMENT` naming the field, unknown ids `NOT_FOUND`, a missing
+//! backend (no catalogue yet, no PostgreSQL or Kafka configured) `FAILED_PRECONDITION`, a
+//! backend that does not answer `UNAVAILABLE`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Datelike as _;
+use tonic::Status;
+
+mod products;
+mod purchases;
+mod sellers;
+
+pub use products::ProductApi;
+pub use purchases::{KafkaPublisher, PurchaseApi, PurchaseConfig};
+pub use sellers::SellerApi;
+
+/// The generated messages and services of `shop.v1`, with their proto3 JSON mapping (serde).
+pub mod pb {
+    tonic::include_proto!("shop.v1");
+    include!(concat!(env!("OUT_DIR"), "/shop.v1.serde.rs"));
+
+    /// The encoded descriptors of `shop.v1`, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("shop_v1_descriptor");
+}
+
+/// Full gRPC names of the shop's services (health, reflection).
+pub const SERVICE_NAMES: [&str; 3] = [
+    "shop.v1.ProductService",
+    "shop.v1.PurchaseService",
+    "shop.v1.SellerService",
+];
+
+/// Page size when a request gives none.
+pub const DEFAULT_PAGE_SIZE: i32 = 100;
+/// Largest page a request may ask for.
+pub const MAX_PAGE_SIZE: i32 = 1000;
+
+/// The page size of a list request: 0 is the default, 1 to [`MAX_PAGE_SIZE`] as asked.
+pub(crate) fn page_size(requested: i32) -> Result<usize, Status> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE as usize),
+        n if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n as usize),
+        n => Err(Status::invalid_argument(format!(
+            "page_size must be between 0 and {MAX_PAGE_SIZE}, got {n}"
+        ))),
+    }
+}
+
+/// An opaque page token: `kind:` and the parts, URL-safe base64. Parts must not contain `|`.
+pub(crate) fn encode_token(kind: &str, parts: &[&str]) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}:{}", parts.join("|")))
+}
+
+/// The parts of a token of `kind`, `INVALID_ARGUMENT` for anything this service did not issue.
+pub(crate) fn decode_token(kind: &str, token: &str) -> Result<Vec<String>, Status> {
+    let bad = || Status::invalid_argument("page_token is not a token this service issued");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let rest = text
+        .strip_prefix(kind)
+        .and_then(|r| r.strip_prefix(':'))
+        .ok_or_else(bad)?;
+    Ok(rest.split('|').map(str::to_string).collect())
+}
+
+/// A positive id field, `INVALID_ARGUMENT` naming it otherwise.
+pub(crate) fn positive(field: &str, value: i64) -> Result<i64, Status> {
+    if value > 0 {
+        Ok(value)
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{field} must be positive, got {value}"
+        )))
+    }
+}
+
+/// A non-negative decimal string with at most `scale` decimals and `int_digits` integer
+/// digits, normalised to exactly `scale` decimals; `None` for "".
+pub(crate) fn decimal(
+    field: &str,
+    text: &str,
+    int_digits: usize,
+    scale: usize,
+) -> Result<Option<String>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if text.starts_with('-') {
+        return Err(Status::invalid_argument(format!(
+            "{field} must be ≥ 0, got {text}"
+        )));
+    }
+    if int.is_empty()
+        || int.len() > int_digits
+        || frac.len() > scale
+        || !digits(int)
+        || !digits(frac)
+    {
+        return Err(Status::invalid_argument(format!(
+            "{field} {text:?} is not a decimal ≥ 0 with at most {int_digits} integer digits and \
+             {scale} decimals"
+        )));
+    }
+    Ok(Some(format!("{int}.{frac:0<scale$}")))
+}
+
+/// A protobuf timestamp from microseconds since the epoch.
+pub(crate) fn timestamp(micros: i64) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// Microseconds since the epoch of a protobuf timestamp, `INVALID_ARGUMENT` naming `field` for
+/// one out of range (nanos outside 0..1e9, or beyond year 9999).
+pub(crate) fn micros(field: &str, ts: &pbjson_types::Timestamp) -> Result<i64, Status> {
+    let valid = (0..1_000_000_000).contains(&ts.nanos)
+        && chrono::DateTime::from_timestamp(ts.seconds, ts.nanos as u32)
+            .is_some_and(|t| (1..=9999).contains(&t.year()));
+    if !valid {
+        return Err(Status::invalid_argument(format!(
+            "{field} is not a valid time (seconds {}, nanos {})",
+            ts.seconds, ts.nanos
+        )));
+    }
+    Ok(ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1000)
+}
+
+/// Logs a backend failure and turns it into a status that names what failed.
+pub(crate) fn internal(what: &str, cause: impl std::fmt::Display) -> Status {
+    tracing::error!(%cause, "{what} failed");
+    Status::internal(format!("{what} failed: {cause}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_strangers_are_refused() {
+        let token = encode_token("after", &["42", "x"]);
+        assert_eq!(decode_token("after", &token).unwrap(), ["42", "x"]);
+        for bad in [
+            "",
+            "!!",
+            &URL_SAFE_NO_PAD.encode("before:3"),
+            &encode_token("other", &["1"]),
+        ] {
+            let err = decode_token("after", bad).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(err.message().contains("page_token"));
+        }
+    }
+
+    #[test]
+    fn decimals_are_validated_and_normalised() {
+        assert_eq!(decimal("p", "", 10, 2).unwrap(), None);
+        assert_eq!(decimal("p", "12.5", 10, 2).unwrap().unwrap(), "12.50");
+        assert_eq!(decimal("p", "7", 10, 2).unwrap().unwrap(), "7.00");
+        assert_eq!(decimal("r", "0.1", 1, 4).unwrap().unwrap(), "0.1000");
+        for bad in [
+            "-1",
+            "1.234",
+            "1e3",
+            "1.2.3",
+            "' OR 1=1 --",
+            ".5",
+            "12345678901",
+        ] {
+            let err = decimal("max_price", bad, 10, 2).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(
+                err.message().starts_with("max_price"),
+                "{bad}: {}",
+                err.message()
+            );
+        }
+    }
+
+    #[test]
+    fn page_sizes_and_ids() {
+        assert_eq!(page_size(0).unwrap(), 100);
+        assert_eq!(page_size(1000).unwrap(), 1000);
+        for bad in [-1, 1001] {
+            assert!(page_size(bad).unwrap_err().message().contains("page_size"));
+        }
+        assert_eq!(positive("seller_id", 3).unwrap(), 3);
+        assert!(
+            positive("seller_id", 0)
+                .unwrap_err()
+                .message()
+                .contains("seller_id")
+        );
+    }
+
+    #[test]
+    fn timestamps_round_trip_and_nonsense_is_refused() {
+        for us in [0, 1, -1, 1_764_000_000_123_456] {
+            assert_eq!(micros("t", &timestamp(us)).unwrap(), us);
+        }
+        for (seconds, nanos) in [(0, -1), (0, 1_000_000_000), (i64::MAX / 2, 0)] {
+            let err =
+                micros("purchased_at", &pbjson_types::Timestamp { seconds, nanos }).unwrap_err();
+            assert!(
+                err.message().starts_with("purchased_at"),
+                "{}",
+                err.message()
+            );
+        }
+    }
+}
