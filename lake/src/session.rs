@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -26,9 +27,14 @@ pub fn session_config() -> SessionConfig {
 }
 
 /// A runtime whose only object store is the lake, with default memory and disk settings.
+///
+/// DataFusion's cache of file listings is off: it keeps a listing forever by default, and a
+/// runtime that lives long (the shop API's) would then never see the files an append table
+/// (`stage.purchases`) gains after its first scan.
 pub fn runtime(lake: &Lake) -> Arc<RuntimeEnv> {
     RuntimeEnvBuilder::new()
         .with_object_store_registry(lake.registry())
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
         .build_arc()
         .expect("a runtime with default settings builds")
 }
