@@ -7,6 +7,10 @@ Environment:
                            <repo>/target/debug/shop-analytics)
     SHOP_E2E_SCALE         demo scale (default 0.02, ~21k purchases)
     SHOP_E2E_START_TIMEOUT seconds to wait for the ready file (default 120)
+
+Every server started here binds its REST/JSON gateway to a free port (SHOP_HTTP_LISTEN=
+127.0.0.1:0) unless the caller's `env` says otherwise, so that servers running side by side do
+not compete for the default 127.0.0.1:8000.
 """
 
 from __future__ import annotations
@@ -67,10 +71,17 @@ class ShopServer:
     log: Path
     lake: Path
     extra: dict = field(default_factory=dict)
+    # The REST/JSON gateway's address, only when start_server was asked for it (http=True).
+    http_addr: str = ""
 
     @property
     def uri(self) -> str:
         return f"grpc://{self.addr}"
+
+    @property
+    def http_url(self) -> str:
+        assert self.http_addr, f"{self.name} was started without http=True"
+        return f"http://{self.http_addr}"
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -101,9 +112,33 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+# The REST gateway of every server under test binds a free port, not the default 8000.
+DEFAULT_SERVER_ENV = {"SHOP_HTTP_LISTEN": "127.0.0.1:0"}
+
+
+def _ready_addr(path: Path) -> str:
+    return path.read_text().strip() if path.is_file() else ""
+
+
+def _check_addr(name: str, what: str, addr: str) -> None:
+    host, _, port = addr.rpartition(":")
+    assert host == "127.0.0.1" and port.isdigit() and int(port) > 0, (
+        f"{what} of {name} holds {addr!r}, expected 127.0.0.1:PORT"
+    )
+
+
 def start_server(
-    name: str, args: list[str], workdir: Path, lake: Path, env: dict[str, str] | None = None
+    name: str,
+    args: list[str],
+    workdir: Path,
+    lake: Path,
+    env: dict[str, str] | None = None,
+    http: bool = False,
 ) -> ShopServer:
+    """Starts `shop-analytics ARGS --lake LAKE --listen 127.0.0.1:0 --ready-file …` and waits for
+    its ready file. `env` is added to (and may override) DEFAULT_SERVER_ENV. With `http=True`
+    the REST gateway's ready file (SHOP_HTTP_READY_FILE) is awaited too, and its address is
+    `server.http_addr`."""
     binary = shop_bin()
     if not binary.is_file():
         pytest.fail(
@@ -112,8 +147,13 @@ def start_server(
             pytrace=False,
         )
     ready = workdir / f"{name}.ready"
+    http_ready = workdir / f"{name}-http.ready"
     log = workdir / f"{name}.log"
     ready.unlink(missing_ok=True)
+    http_ready.unlink(missing_ok=True)
+    server_env = {**DEFAULT_SERVER_ENV, **(env or {})}
+    if http:
+        server_env["SHOP_HTTP_READY_FILE"] = str(http_ready)
     cmd = [
         str(binary),
         *args,
@@ -130,17 +170,17 @@ def start_server(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=_clean_env(env or {}),
+            env=_clean_env(server_env),
             cwd=workdir,
         )
     server = ShopServer(name=name, proc=proc, addr="", log=log, lake=lake)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
-        if ready.is_file():
-            addr = ready.read_text().strip()
-            if addr:
-                server.addr = addr
-                break
+        server.addr = server.addr or _ready_addr(ready)
+        if http:
+            server.http_addr = server.http_addr or _ready_addr(http_ready)
+        if server.addr and (server.http_addr or not http):
+            break
         if proc.poll() is not None:
             pytest.fail(
                 f"{name} ({' '.join(cmd)}) exited with {proc.returncode} before it was ready:\n"
@@ -149,15 +189,16 @@ def start_server(
             )
         if time.monotonic() > deadline:
             server.stop()
+            missing = "ready file" if not server.addr else "HTTP ready file"
             pytest.fail(
-                f"{name} wrote no ready file within {START_TIMEOUT:.0f}s:\n{server.log_tail()}",
+                f"{name} wrote no {missing} within {START_TIMEOUT:.0f}s:\n{server.log_tail()}",
                 pytrace=False,
             )
         time.sleep(0.1)
-    host, _, port = server.addr.rpartition(":")
-    assert host == "127.0.0.1" and port.isdigit() and int(port) > 0, (
-        f"ready file of {name} holds {server.addr!r}, expected 127.0.0.1:PORT"
-    )
+    _check_addr(name, "ready file", server.addr)
+    if http:
+        _check_addr(name, "HTTP ready file", server.http_addr)
+        assert server.http_addr != server.addr, f"{name}: gRPC and REST on one address"
     return server
 
 

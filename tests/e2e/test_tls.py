@@ -2,15 +2,22 @@
 
 Generates a throw-away CA and a server certificate for 127.0.0.1 / localhost with the `openssl`
 CLI, fills a fresh demo lake with `shop-analytics generate demo`, and starts
-`shop-analytics serve --tls-cert … --tls-key …` on it with authentication on. This module
-needs neither the quickstart server nor its lake.
+`shop-analytics serve --tls-cert … --tls-key …` on it with authentication on. The REST/JSON
+gateway of that server runs on its own free port with the same certificate and credentials.
+This module needs neither the quickstart server nor its lake.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import re
 import shutil
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import adbc_driver_flightsql
@@ -19,7 +26,7 @@ import adbc_driver_manager.dbapi as dbapi
 import pytest
 
 import shoplake
-from conftest import _clean_env, open_connections, shop_bin, start_server
+from conftest import DEFAULT_SERVER_ENV, _clean_env, open_connections, shop_bin, start_server
 from e2e_util import duck_rows, grpc_code, rows
 
 TLS_SCALE = "0.01"
@@ -124,6 +131,7 @@ def tls_server(tls_files, tls_lake):
         tls_lake.parent,
         tls_lake,
         env={"SHOP_AUTH_USERS": f"{USER}:{PASSWORD}"},
+        http=True,
     )
     srv.extra.update(port=srv.addr.rpartition(":")[2])
     yield srv
@@ -206,6 +214,45 @@ def test_wrong_password_over_tls_is_unauthenticated(tls_server, tls_files, tls_c
     assert "WrongPw-5531" not in str(err), "the server echoes the password"
 
 
+def _https_get(tls_files, url: str, headers: dict | None = None) -> tuple[int, dict, dict]:
+    """GET over HTTPS trusting the test CA, no proxy: (status, headers, JSON body)."""
+    context = ssl.create_default_context(cafile=str(tls_files["ca"]))
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with opener.open(request, timeout=CMD_TIMEOUT) as reply:
+            return reply.status, dict(reply.headers), json.loads(reply.read())
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read())
+
+
+def test_rest_gateway_has_the_same_tls_and_authentication(tls_server, tls_files):
+    base = f"https://{tls_server.http_addr}"
+    assert tls_server.http_addr != tls_server.addr
+    status, _, body = _https_get(tls_files, f"{base}/healthz")
+    assert (status, body) == (200, {"status": "SERVING"})
+    status, headers, body = _https_get(tls_files, f"{base}/v1/products?page_size=1")
+    assert status == 401 and body["code"] == "UNAUTHENTICATED", body
+    assert headers.get("www-authenticate", headers.get("WWW-Authenticate", "")).startswith("Basic")
+    wrong = base64.b64encode(f"{USER}:WrongPw-77".encode()).decode()
+    status, _, body = _https_get(
+        tls_files, f"{base}/v1/products?page_size=1", {"Authorization": f"Basic {wrong}"}
+    )
+    assert status == 401 and "WrongPw-77" not in json.dumps(body), body
+    right = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    status, _, body = _https_get(
+        tls_files, f"{base}/v1/products?page_size=1", {"Authorization": f"Basic {right}"}
+    )
+    assert status == 200 and len(body["products"]) == 1, body
+    # Plain HTTP to the TLS port gets no answer.
+    with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
+        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            f"http://{tls_server.http_addr}/healthz", timeout=CMD_TIMEOUT
+        )
+
+
 @pytest.mark.parametrize("missing", ["cert", "key"])
 def test_missing_tls_file_stops_serve(tls_files, tls_lake, missing):
     files = {"cert": tls_files["cert"], "key": tls_files["key"]}
@@ -219,7 +266,7 @@ def test_missing_tls_file_stops_serve(tls_files, tls_lake, missing):
             ],
             tls_files["dir"],
             timeout=60,
-            env=_clean_env({"SHOP_AUTH_USERS": f"{USER}:{PASSWORD}"}),
+            env=_clean_env({**DEFAULT_SERVER_ENV, "SHOP_AUTH_USERS": f"{USER}:{PASSWORD}"}),
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"serve with a missing TLS {missing} file still runs after 60 s")
@@ -243,7 +290,7 @@ def test_a_tls_file_that_is_not_pem_is_named(tls_files, tls_lake, broken):
         ],
         tls_files["dir"],
         timeout=60,
-        env=_clean_env({}),
+        env=_clean_env(DEFAULT_SERVER_ENV),
     )
     output = done.stdout + done.stderr
     assert done.returncode != 0, f"serve exited with 0:\n{output}"
