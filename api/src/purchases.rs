@@ -38,13 +38,16 @@ use crate::{
 };
 
 const TOKEN: &str = "purchases";
-/// Namespace of the purchase ids derived from idempotency keys (UUID v5), so that a key maps
-/// to one purchase_id even without the PostgreSQL record.
+/// Namespace of the purchase ids derived from a customer's idempotency keys (UUID v5), so
+/// that a key maps to one purchase_id even without the PostgreSQL record.
 const KEY_NAMESPACE: uuid::Uuid = uuid::uuid!("1c0e3f5a-8a0b-5d7e-9a55-53686f704b65");
 /// Longest idempotency key.
 pub const MAX_KEY_LEN: usize = 200;
 /// Largest `extras` object, as JSON.
 pub const MAX_EXTRAS_BYTES: usize = 16 * 1024;
+/// Age of an unpublished request record after which a retry first looks for its purchase in
+/// the lake: well inside the Kafka ingest's 15-minute window of repeated ids.
+pub const LAKE_CHECK_AFTER: Duration = Duration::from_secs(10 * 60);
 /// How far ahead of the server's clock `purchased_at` may be (clock skew of clients).
 pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
@@ -87,13 +90,15 @@ impl KafkaPublisher {
     /// A producer for `brokers` (nothing is connected until the first publish).
     pub fn new(brokers: &str, config: &PurchaseConfig) -> Result<Self, rdkafka::error::KafkaError> {
         let timeout_ms = config.publish_timeout.as_millis().max(1).to_string();
+        // librdkafka's floor for the connection setup timeout.
+        let setup_ms = config.publish_timeout.as_millis().max(1000).to_string();
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", &timeout_ms)
-            .set("socket.connection.setup.timeout.ms", &timeout_ms)
+            .set("socket.connection.setup.timeout.ms", &setup_ms)
             .create()?;
         Ok(Self {
             producer,
@@ -109,8 +114,9 @@ impl KafkaPublisher {
         let unavailable = |why: String| {
             tracing::warn!(topic = %self.topic, %why, "publishing a purchase failed");
             Status::unavailable(format!(
-                "Kafka did not acknowledge the purchase on topic {:?}: {why}; nothing was \
-                 created. Retry (with the same idempotency_key)",
+                "Kafka did not acknowledge the purchase on topic {:?}: {why}. It may or may \
+                 not have been published: Retry with the same idempotency_key, which publishes \
+                 it at most once",
                 self.topic
             ))
         };
@@ -149,8 +155,9 @@ struct Checked {
 }
 
 impl Checked {
-    /// The client's fields as recorded with an idempotency key: a retry must match them.
-    fn fingerprint(&self) -> serde_json::Value {
+    /// The client's fields as recorded with an idempotency key, as canonical JSON text (keys
+    /// sorted): a retry must match them exactly.
+    fn fingerprint(&self) -> String {
         serde_json::json!({
             "customer_id": self.customer_id,
             "product_id": self.product_id,
@@ -160,20 +167,23 @@ impl Checked {
             "purchased_at": self.purchased_at.map(|t| t.timestamp_micros()),
             "extras": self.extras,
         })
+        .to_string()
     }
 }
 
 impl PurchaseApi {
     /// Reads through `catalog`; creating needs both `postgres` (customers, idempotency keys)
     /// and `kafka`, and answers `FAILED_PRECONDITION` without them.
+    /// `products` is the product service's own (one product index per server).
     pub fn new(
         lake: &Lake,
         catalog: &Arc<LakeCatalog>,
+        products: ProductApi,
         postgres: Option<PgPool>,
         kafka: Option<KafkaPublisher>,
     ) -> Self {
         Self {
-            products: ProductApi::new(lake, catalog),
+            products,
             ctx: session::context(session::session_config(), session::runtime(lake), catalog),
             postgres,
             kafka,
@@ -230,6 +240,11 @@ impl PurchaseApi {
                 let value = serde_json::to_value(s).map_err(|e| {
                     Status::invalid_argument(format!("extras cannot be written as JSON: {e}"))
                 })?;
+                if has_nul(&value) {
+                    return Err(Status::invalid_argument(
+                        "extras must not contain NUL characters",
+                    ));
+                }
                 let size = value.to_string().len();
                 if size > MAX_EXTRAS_BYTES {
                     return Err(Status::invalid_argument(format!(
@@ -302,7 +317,10 @@ impl PurchaseApi {
             Some(true) => {}
         }
         let purchase_id = match &c.key {
-            Some(key) => uuid::Uuid::new_v5(&KEY_NAMESPACE, key.as_bytes()),
+            Some(key) => uuid::Uuid::new_v5(
+                &KEY_NAMESPACE,
+                format!("{}/{key}", c.customer_id).as_bytes(),
+            ),
             None => uuid::Uuid::new_v4(),
         }
         .hyphenated()
@@ -329,39 +347,59 @@ impl PurchaseApi {
         Ok((purchase_id, payload))
     }
 
-    /// Publishes the recorded event of `key` unless it was published already; returns the
-    /// event and whether it had been published before this call.
+    /// Publishes the recorded event of `(customer, key)` unless it was published already;
+    /// returns the event and whether it had been published before this call.
     async fn publish_recorded(
         &self,
         pg: &PgPool,
         kafka: &KafkaPublisher,
+        customer: i64,
         key: &str,
     ) -> Result<(Vec<u8>, bool), Status> {
         let mut tx = pg.begin().await.map_err(postgres_error)?;
         // The row lock makes concurrent retries of one key publish once.
-        let (purchase_id, event, published): (uuid::Uuid, String, bool) = sqlx::query_as(
-            "SELECT purchase_id, event, published_at IS NOT NULL FROM purchase_requests \
-             WHERE idempotency_key = $1 FOR UPDATE",
-        )
-        .bind(key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(postgres_error)?;
+        let (purchase_id, event, published, age_secs): (uuid::Uuid, String, bool, f64) =
+            sqlx::query_as(
+                "SELECT purchase_id, event, published_at IS NOT NULL, \
+                 extract(epoch FROM now() - created_at)::float8 FROM purchase_requests \
+                 WHERE customer_id = $1 AND idempotency_key = $2 FOR UPDATE",
+            )
+            .bind(customer)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(postgres_error)?;
         if published {
             return Ok((event.into_bytes(), true));
         }
-        kafka
-            .publish(&purchase_id.hyphenated().to_string(), event.as_bytes())
-            .await?;
-        sqlx::query("UPDATE purchase_requests SET published_at = now() WHERE idempotency_key = $1")
-            .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(postgres_error)?;
+        let id = purchase_id.hyphenated().to_string();
+        // An earlier attempt may have reached Kafka without being marked (an acknowledgement
+        // that timed out, a caller that went away). Within the ingest's window of repeated
+        // ids a second copy is dropped there; past it, the lake is asked first.
+        let late = age_secs > LAKE_CHECK_AFTER.as_secs_f64();
+        let landed = late
+            && !self
+                .query(&format!("purchase_id = '{id}'"), 1)
+                .await?
+                .is_empty();
+        if landed {
+            tracing::info!(purchase_id = %id, "an unmarked purchase is in the lake already");
+        } else {
+            kafka.publish(&id, event.as_bytes()).await?;
+        }
+        sqlx::query(
+            "UPDATE purchase_requests SET published_at = now() \
+             WHERE customer_id = $1 AND idempotency_key = $2",
+        )
+        .bind(customer)
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(postgres_error)?;
         // Published but not marked (PostgreSQL failed just now): a retry publishes the same
         // event again, which the ingest drops as a repeated purchase_id.
         tx.commit().await.map_err(postgres_error)?;
-        Ok((event.into_bytes(), false))
+        Ok((event.into_bytes(), landed))
     }
 
     async fn create(&self, r: CreatePurchaseRequest) -> Result<(Purchase, bool), Status> {
@@ -373,22 +411,28 @@ impl PurchaseApi {
             kafka.publish(&purchase_id, &payload).await?;
             return Ok((from_event(&payload)?, false));
         };
+        let customer = checked.customer_id;
         let fingerprint = checked.fingerprint();
-        let recorded: Option<serde_json::Value> =
-            sqlx::query_scalar("SELECT request FROM purchase_requests WHERE idempotency_key = $1")
-                .bind(key)
-                .fetch_optional(pg)
-                .await
-                .map_err(postgres_error)?;
+        let select = "SELECT request FROM purchase_requests \
+                      WHERE customer_id = $1 AND idempotency_key = $2";
+        let recorded: Option<String> = sqlx::query_scalar(select)
+            .bind(customer)
+            .bind(key)
+            .fetch_optional(pg)
+            .await
+            .map_err(postgres_error)?;
         let recorded = match recorded {
             Some(request) => request,
             None => {
                 let (purchase_id, payload) = self.event(pg, &checked, now).await?;
                 let purchase_id = uuid::Uuid::parse_str(&purchase_id).expect("our own UUID");
                 let inserted = sqlx::query(
-                    "INSERT INTO purchase_requests (idempotency_key, request, purchase_id, event) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+                    "INSERT INTO purchase_requests \
+                     (customer_id, idempotency_key, request, purchase_id, event) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
                 )
+                .bind(customer)
                 .bind(key)
                 .bind(&fingerprint)
                 .bind(purchase_id)
@@ -401,13 +445,12 @@ impl PurchaseApi {
                     fingerprint.clone()
                 } else {
                     // Another request with this key was recorded in between.
-                    sqlx::query_scalar(
-                        "SELECT request FROM purchase_requests WHERE idempotency_key = $1",
-                    )
-                    .bind(key)
-                    .fetch_one(pg)
-                    .await
-                    .map_err(postgres_error)?
+                    sqlx::query_scalar(select)
+                        .bind(customer)
+                        .bind(key)
+                        .fetch_one(pg)
+                        .await
+                        .map_err(postgres_error)?
                 }
             }
         };
@@ -417,7 +460,7 @@ impl PurchaseApi {
                  key for a new purchase"
             )));
         }
-        let (payload, replayed) = self.publish_recorded(pg, kafka, key).await?;
+        let (payload, replayed) = self.publish_recorded(pg, kafka, customer, key).await?;
         Ok((from_event(&payload)?, replayed))
     }
 
@@ -451,6 +494,16 @@ impl PurchaseApi {
             purchases.extend(to_purchases(batch).map_err(Status::internal)?);
         }
         Ok(purchases)
+    }
+}
+
+/// Whether a key or string anywhere in `value` holds a NUL, which PostgreSQL cannot store.
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 
@@ -581,8 +634,8 @@ impl PurchaseService for PurchaseApi {
                 purchase: Some(purchase),
             })),
             None => Err(Status::not_found(format!(
-                "no purchase {id} in stage.purchases (a new purchase appears there once the \
-                 Kafka ingest has written it, usually within seconds)"
+                "purchase_id {id}: no such purchase in stage.purchases (a new purchase appears \
+                 there once the Kafka ingest has written it, usually within seconds)"
             ))),
         }
     }
@@ -634,6 +687,8 @@ impl PurchaseService for PurchaseApi {
                 return Err(bad());
             }
             let at: i64 = parts[3].parse().map_err(|_| bad())?;
+            // A forged time out of range must not reach the literals.
+            micros("page_token", &timestamp(at)).map_err(|_| bad())?;
             let id = uuid::Uuid::parse_str(&parts[4]).map_err(|_| bad())?;
             filter.push(format!("dt >= {}", day_literal(at)));
             filter.push(format!(
@@ -712,6 +767,8 @@ mod tests {
             "blob": "x".repeat(MAX_EXTRAS_BYTES)
         }))
         .unwrap();
+        let nul: pbjson_types::Struct =
+            serde_json::from_value(serde_json::json!({"note": ["ok", "a\u{0}b"]})).unwrap();
         let cases: Vec<(&str, CreatePurchaseRequest)> = vec![
             (
                 "customer_id",
@@ -806,6 +863,13 @@ mod tests {
                 "extras",
                 CreatePurchaseRequest {
                     extras: Some(big),
+                    ..valid()
+                },
+            ),
+            (
+                "extras",
+                CreatePurchaseRequest {
+                    extras: Some(nul),
                     ..valid()
                 },
             ),

@@ -57,7 +57,18 @@ impl From<Row> for Seller {
     }
 }
 
+/// PostgreSQL text cannot hold NUL.
+fn no_nul(field: &str, text: &str) -> Result<(), Status> {
+    if text.contains('\0') {
+        return Err(Status::invalid_argument(format!(
+            "{field} must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
+
 fn name(text: &str) -> Result<String, Status> {
+    no_nul("name", text)?;
     let chars = text.chars().count();
     if text.trim().is_empty() || chars > MAX_TEXT_CHARS {
         return Err(Status::invalid_argument(format!(
@@ -71,6 +82,12 @@ fn name(text: &str) -> Result<String, Status> {
 fn email(text: &str) -> Result<Option<String>, Status> {
     if text.is_empty() {
         return Ok(None);
+    }
+    no_nul("email", text)?;
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(Status::invalid_argument(format!(
+            "email must be at most {MAX_TEXT_CHARS} characters"
+        )));
     }
     let valid = text.split('@').count() == 2
         && !text.starts_with('@')
@@ -86,6 +103,7 @@ fn email(text: &str) -> Result<Option<String>, Status> {
 }
 
 fn city(text: &str) -> Result<Option<String>, Status> {
+    no_nul("city", text)?;
     if text.chars().count() > MAX_TEXT_CHARS {
         return Err(Status::invalid_argument(format!(
             "city must be at most {MAX_TEXT_CHARS} characters"
@@ -125,13 +143,26 @@ fn commission_rate(text: &str) -> Result<Option<String>, Status> {
     bounded("commission_rate", text, 4, 1.0)
 }
 
-/// A database constraint refusing a value we let through is still the client's error.
+/// A database constraint refusing a value we let through is still the client's error, named
+/// by the field its constraint is about.
 fn write_error(e: sqlx::Error) -> Status {
     if let sqlx::Error::Database(db) = &e
         && (db.is_check_violation() || db.code().as_deref() == Some("23514"))
     {
+        let constraint = db.constraint().unwrap_or_default();
+        let field = [
+            "commission_rate",
+            "rating",
+            "country",
+            "email",
+            "name",
+            "city",
+        ]
+        .into_iter()
+        .find(|f| constraint.contains(f))
+        .unwrap_or("a field");
         return Status::invalid_argument(format!(
-            "PostgreSQL refused the seller: {}",
+            "{field} was refused by PostgreSQL: {}",
             db.message()
         ));
     }
@@ -332,7 +363,10 @@ mod tests {
         assert_eq!(email("a@b.c").unwrap().as_deref(), Some("a@b.c"));
         assert_eq!(rating("4.5").unwrap().as_deref(), Some("4.50"));
         assert_eq!(commission_rate("0.15").unwrap().as_deref(), Some("0.1500"));
-        let cases: [(&str, Result<(), Status>); 12] = [
+        let cases: [(&str, Result<(), Status>); 15] = [
+            ("name", name("a\0b").map(drop)),
+            ("email", email("a\0@b").map(drop)),
+            ("city", city("x\0").map(drop)),
             ("name", name("").map(drop)),
             ("name", name("   ").map(drop)),
             ("name", name(&"x".repeat(201)).map(drop)),

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
-use shop_api::PurchaseApi;
 use shop_api::pb::purchase_service_server::PurchaseService;
 use shop_api::pb::{GetPurchaseRequest, ListPurchasesRequest, Purchase};
+use shop_api::{ProductApi, PurchaseApi};
 use shop_ingest::demo::{self, DemoSpec};
 use shop_ingest::purchases::{self as contract, PurchaseBatch};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, layout, session};
@@ -35,7 +35,13 @@ async fn fixture() -> Fixture {
     demo::generate(&lake, &spec, |_, _| {}).await.unwrap();
     let catalog = LakeCatalog::new(lake.clone(), LakeCatalogOptions::default());
     catalog.refresh().await.unwrap();
-    let api = PurchaseApi::new(&lake, &catalog, None, None);
+    let api = PurchaseApi::new(
+        &lake,
+        &catalog,
+        ProductApi::new(&lake, &catalog),
+        None,
+        None,
+    );
     Fixture {
         lake,
         catalog,
@@ -274,4 +280,28 @@ async fn purchases_landing_after_the_first_read_are_found() {
     )
     .await;
     assert!(listed.iter().any(|p| p.purchase_id == probe));
+}
+
+/// A forged page token with a time out of range is refused, not a crash.
+#[tokio::test]
+async fn forged_page_tokens_are_refused() {
+    use base64::Engine as _;
+    let f = fixture().await;
+    for at in [i64::MAX, i64::MIN, 300_000_000_000_000_000] {
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+            "purchases:1|||{at}|00000000-0000-0000-0000-000000000000"
+        ));
+        let err = f
+            .api
+            .list_purchases(Request::new(ListPurchasesRequest {
+                customer_id: 1,
+                page_size: 10,
+                page_token: token,
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{at}");
+        assert!(err.message().contains("page_token"), "{}", err.message());
+    }
 }

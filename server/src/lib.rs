@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod error;
 pub mod guard;
+mod http_tls;
 pub mod metadata;
 pub mod openapi;
 pub mod query;

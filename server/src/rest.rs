@@ -21,12 +21,12 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Router, middleware};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shop_api::pb::product_service_server::ProductService;
@@ -59,9 +59,8 @@ pub struct Gateway {
 
 /// The routes of the gateway.
 pub fn router(gateway: Gateway) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/openapi.json", get(openapi))
+    // Credentials are checked before anything of the request is read (path, body).
+    let api = Router::new()
         .route("/v1/products", get(list_products))
         .route("/v1/products/{product_id}", get(get_product))
         .route("/v1/purchases", get(list_purchases).post(create_purchase))
@@ -71,6 +70,11 @@ pub fn router(gateway: Gateway) -> Router {
             "/v1/sellers/{seller_id}",
             get(get_seller).patch(update_seller),
         )
+        .route_layer(middleware::from_fn_with_state(gateway.clone(), authorize));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+        .merge(api)
         .fallback(|| async {
             ApiError::from(Status::not_found(
                 "no such route: see /openapi.json for the API",
@@ -83,7 +87,39 @@ pub fn router(gateway: Gateway) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::map_response(json_errors))
         .with_state(gateway)
+}
+
+/// axum's own rejections (a path that is not UTF-8, a body over the limit, …) are plain text:
+/// they get the `{code, message}` form of every other error.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::Unimplemented,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
+        s if s.is_client_error() => Code::InvalidArgument,
+        _ => Code::Internal,
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::with_status(status, Status::new(code, message)).into_response()
 }
 
 /// An error response: the HTTP status, the gRPC code and the message.
@@ -169,11 +205,19 @@ pub fn code_name(code: Code) -> &'static str {
 
 type Reply = Result<Response, ApiError>;
 
-fn authorize(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
-    gateway
+/// The middleware in front of every `/v1` route: the credentials of the gRPC port.
+async fn authorize(
+    State(g): State<Gateway>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    match g
         .auth
-        .check(&MetadataMap::from_headers(headers.clone()))
-        .map_err(|e| ApiError::from(Status::from(e)))
+        .check(&MetadataMap::from_headers(request.headers().clone()))
+    {
+        Ok(()) => next.run(request).await,
+        Err(e) => ApiError::from(Status::from(e)).into_response(),
+    }
 }
 
 fn json<T: Serialize>(status: StatusCode, message: &T) -> Response {
@@ -226,7 +270,11 @@ fn body_fields(
     body: &Bytes,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     if let Some(kind) = headers.get(header::CONTENT_TYPE)
-        && !kind.to_str().unwrap_or("").starts_with("application/json")
+        && !kind
+            .to_str()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+            .starts_with("application/json")
     {
         return Err(ApiError::with_status(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -263,12 +311,7 @@ async fn openapi(State(g): State<Gateway>) -> Response {
     json(StatusCode::OK, g.openapi.as_ref())
 }
 
-async fn get_product(
-    State(g): State<Gateway>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Reply {
-    authorize(&g, &headers)?;
+async fn get_product(State(g): State<Gateway>, Path(id): Path<String>) -> Reply {
     let request = GetProductRequest {
         product_id: path_id("product_id", &id)?,
     };
@@ -276,19 +319,13 @@ async fn get_product(
     Ok(json(StatusCode::OK, reply.get_ref()))
 }
 
-async fn list_products(
-    State(g): State<Gateway>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    authorize(&g, &headers)?;
+async fn list_products(State(g): State<Gateway>, RawQuery(query): RawQuery) -> Reply {
     let request: ListProductsRequest = decode(query_fields(query)?, "query parameter")?;
     let reply = g.products.list_products(Request::new(request)).await?;
     Ok(json(StatusCode::OK, reply.get_ref()))
 }
 
 async fn create_purchase(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Reply {
-    authorize(&g, &headers)?;
     let mut request: CreatePurchaseRequest = decode(body_fields(&headers, &body)?, "body")?;
     if let Some(key) = headers.get("idempotency-key") {
         let key = key.to_str().map_err(|_| {
@@ -312,12 +349,7 @@ async fn create_purchase(State(g): State<Gateway>, headers: HeaderMap, body: Byt
     Ok(json(status, reply.get_ref()))
 }
 
-async fn get_purchase(
-    State(g): State<Gateway>,
-    headers: HeaderMap,
-    Path(purchase_id): Path<String>,
-) -> Reply {
-    authorize(&g, &headers)?;
+async fn get_purchase(State(g): State<Gateway>, Path(purchase_id): Path<String>) -> Reply {
     let reply = g
         .purchases
         .get_purchase(Request::new(GetPurchaseRequest { purchase_id }))
@@ -325,26 +357,19 @@ async fn get_purchase(
     Ok(json(StatusCode::OK, reply.get_ref()))
 }
 
-async fn list_purchases(
-    State(g): State<Gateway>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    authorize(&g, &headers)?;
+async fn list_purchases(State(g): State<Gateway>, RawQuery(query): RawQuery) -> Reply {
     let request: ListPurchasesRequest = decode(query_fields(query)?, "query parameter")?;
     let reply = g.purchases.list_purchases(Request::new(request)).await?;
     Ok(json(StatusCode::OK, reply.get_ref()))
 }
 
 async fn create_seller(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Reply {
-    authorize(&g, &headers)?;
     let request: CreateSellerRequest = decode(body_fields(&headers, &body)?, "body")?;
     let reply = g.sellers.create_seller(Request::new(request)).await?;
     Ok(json(StatusCode::CREATED, reply.get_ref()))
 }
 
-async fn get_seller(State(g): State<Gateway>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
-    authorize(&g, &headers)?;
+async fn get_seller(State(g): State<Gateway>, Path(id): Path<String>) -> Reply {
     let request = GetSellerRequest {
         seller_id: path_id("seller_id", &id)?,
     };
@@ -352,12 +377,7 @@ async fn get_seller(State(g): State<Gateway>, headers: HeaderMap, Path(id): Path
     Ok(json(StatusCode::OK, reply.get_ref()))
 }
 
-async fn list_sellers(
-    State(g): State<Gateway>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    authorize(&g, &headers)?;
+async fn list_sellers(State(g): State<Gateway>, RawQuery(query): RawQuery) -> Reply {
     let request: ListSellersRequest = decode(query_fields(query)?, "query parameter")?;
     let reply = g.sellers.list_sellers(Request::new(request)).await?;
     Ok(json(StatusCode::OK, reply.get_ref()))
@@ -369,7 +389,6 @@ async fn update_seller(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Reply {
-    authorize(&g, &headers)?;
     let seller_id = path_id("seller_id", &id)?;
     let mut request: UpdateSellerRequest = decode(body_fields(&headers, &body)?, "body")?;
     if request.seller_id != 0 && request.seller_id != seller_id {

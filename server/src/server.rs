@@ -98,6 +98,8 @@ pub enum StartError {
         addr: SocketAddr,
         cause: std::io::Error,
     },
+    #[error("invalid TLS configuration of the REST/JSON port: {0}")]
+    HttpTls(String),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(tonic_reflection::server::Error),
 }
@@ -112,7 +114,8 @@ pub struct RunningServer {
     tls: bool,
     stop: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
-    refresher: JoinHandle<()>,
+    /// The catalog refresher and the REST port's TLS accept loop.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -137,7 +140,9 @@ impl RunningServer {
         for stop in self.stop {
             let _ = stop.send(());
         }
-        self.refresher.abort();
+        for task in &self.background {
+            task.abort();
+        }
         let mut result = Ok(());
         for task in self.tasks {
             if let Ok(Err(e)) = task.await {
@@ -169,6 +174,7 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
     let purchases = shop_api::PurchaseApi::new(
         &lake,
         &catalog,
+        products.clone(),
         config.api.postgres.clone(),
         config.api.kafka.clone(),
     );
@@ -202,7 +208,10 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         }
         None => None,
     };
-    let identity = config.tls.as_ref().map(tls_identity).transpose()?;
+    let pems = config.tls.as_ref().map(read_tls_pems).transpose()?;
+    let identity = pems
+        .as_ref()
+        .map(|(cert, key)| Identity::from_pem(cert, key));
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -235,6 +244,11 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(shop_api::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Each reflection service lists only itself unless both are registered.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
     };
     let reflection_v1 = reflection().build_v1().map_err(StartError::Reflection)?;
     let reflection_v1alpha = reflection()
@@ -276,27 +290,38 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
     })];
     let mut stops = vec![stop];
     let http_addr = http_listener.as_ref().map(|(_, bound)| *bound);
+    let mut background = vec![refresher];
     if let Some((listener, http)) = http_listener {
-        // HTTP/1.1 and HTTP/2, with the same TLS as the gRPC port.
-        let mut builder = Server::builder().accept_http1(true);
-        if let Some(identity) = identity {
-            builder = builder
-                .tls_config(ServerTlsConfig::new().identity(identity))
-                .map_err(StartError::Tls)?;
-        }
-        let router = builder.add_routes(crate::rest::router(gateway).into());
+        // HTTP/1.1 and HTTP/2, with the certificate of the gRPC port; TLS is terminated here
+        // (crate::http_tls) so that HTTP/1.1-only clients can negotiate it.
+        let router = Server::builder()
+            .accept_http1(true)
+            .add_routes(crate::rest::router(gateway).into());
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);
-        tasks.push(tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async {
-                        let _ = stopped.await;
-                    },
-                )
-                .await
-        }));
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        match &pems {
+            Some((cert, key)) => {
+                let acceptor = crate::http_tls::acceptor(cert, key).map_err(StartError::HttpTls)?;
+                let (incoming, accept) = crate::http_tls::incoming(listener, acceptor);
+                background.push(accept);
+                tasks.push(tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }));
+            }
+            None => tasks.push(tokio::spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listener).with_nodelay(Some(true)),
+                        shutdown,
+                    )
+                    .await
+            })),
+        }
         tracing::info!(addr = %http, tls = config.tls.is_some(), "REST/JSON gateway listening");
     }
     tracing::info!(%addr, lake = %lake.location(), tls = config.tls.is_some(), auth = !config.auth.users.is_empty(), "Flight SQL server listening");
@@ -306,12 +331,12 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         tls: config.tls.is_some(),
         stop: stops,
         tasks,
-        refresher,
+        background,
     })
 }
 
-/// The server identity from the PEM files, with errors that say which file is wrong.
-fn tls_identity(tls: &TlsConfig) -> Result<Identity, StartError> {
+/// The certificate chain and key PEM files, with errors that say which file is wrong.
+fn read_tls_pems(tls: &TlsConfig) -> Result<(Vec<u8>, Vec<u8>), StartError> {
     let read = |path: &PathBuf, expected: &'static str, marker: &str| {
         let pem = std::fs::read(path).map_err(|source| StartError::TlsFile {
             path: path.clone(),
@@ -327,7 +352,7 @@ fn tls_identity(tls: &TlsConfig) -> Result<Identity, StartError> {
             })
         }
     };
-    Ok(Identity::from_pem(
+    Ok((
         read(&tls.cert, "certificate", "CERTIFICATE-----")?,
         read(&tls.key, "private key", "PRIVATE KEY-----")?,
     ))

@@ -790,6 +790,17 @@ async fn the_rest_gateway_answers_the_same_calls() {
             route.path
         );
     }
+    // axum's own rejections come in the same JSON form.
+    let huge = http
+        .post(shop.rest("/v1/sellers"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    let body: serde_json::Value = huge.json().await.unwrap();
+    assert_eq!(body["code"], "RESOURCE_EXHAUSTED", "{body}");
     let health = http.get(shop.rest("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     shop.stop().await;
@@ -824,6 +835,16 @@ async fn the_rest_gateway_checks_credentials() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+    // Credentials are checked before the request is read: a bad path is still a 401.
+    let bad_path = http
+        .get(format!(
+            "http://{}/v1/purchases/%FF",
+            server.http_addr().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_path.status(), 401);
     let basic = base64::engine::general_purpose::STANDARD.encode("alice:secret");
     let ok = http
         .get(format!("http://{}/healthz", server.http_addr().unwrap()))
@@ -841,4 +862,135 @@ async fn the_rest_gateway_checks_credentials() {
         .unwrap();
     assert_eq!(err.status(), 412);
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn keys_are_per_customer_and_extras_survive_the_record() {
+    let Some(shop) = Shop::start().await else {
+        return;
+    };
+    let mut client = PurchaseServiceClient::new(shop.channel().await);
+    // A whole number beyond 2^53 in extras: recorded as text, a retry still matches.
+    let extras: pbjson_types::Struct =
+        serde_json::from_value(serde_json::json!({"order_ref": 1.234_567_890_123_456_8e16_f64}))
+            .unwrap();
+    let request = |customer| CreatePurchaseRequest {
+        extras: Some(extras.clone()),
+        ..purchase(customer, 6, "shared-key")
+    };
+    let one = client
+        .create_purchase(request(1))
+        .await
+        .unwrap()
+        .into_inner();
+    let three = client
+        .create_purchase(request(3))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !one.replayed && !three.replayed,
+        "two customers, two purchases"
+    );
+    let (one, three) = (one.purchase.unwrap(), three.purchase.unwrap());
+    assert_ne!(one.purchase_id, three.purchase_id);
+    let again = client
+        .create_purchase(request(1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.replayed);
+    assert_eq!(again.purchase.unwrap(), one);
+    assert_eq!(shop.events().len(), 2);
+    shop.stop().await;
+}
+
+/// A record that was never marked published and is older than the ingest's window of repeated
+/// ids: the retry finds the purchase in the lake and publishes nothing (a second copy would
+/// land as a second row).
+#[tokio::test]
+async fn a_late_retry_finds_its_purchase_in_the_lake() {
+    let Some(shop) = Shop::start().await else {
+        return;
+    };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let backends = ApiBackends {
+        postgres: Some(shop.pg.pool().clone()),
+        kafka: Some(publisher(
+            &dead.to_string(),
+            shop.topic.name(),
+            Duration::from_millis(500),
+        )),
+    };
+    let down = shop_server::start(shop.lake.clone(), config(backends, AuthConfig::default()))
+        .await
+        .unwrap();
+    let mut client = PurchaseServiceClient::new(connect(down.addr()).await);
+    let err = client
+        .create_purchase(purchase(3, 11, "late"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    down.stop().await.unwrap();
+
+    // As if the unacknowledged send had reached Kafka and the ingest had landed it, 20
+    // minutes ago.
+    let event: String = sqlx::query_scalar(
+        "UPDATE purchase_requests SET created_at = now() - interval '20 minutes' \
+         WHERE customer_id = 3 AND idempotency_key = 'late' RETURNING event",
+    )
+    .fetch_one(shop.pg.pool())
+    .await
+    .unwrap();
+    let landed = shop_ingest::purchases::decode(event.as_bytes(), None).unwrap();
+    let mut batch = shop_ingest::purchases::PurchaseBatch::default();
+    batch.push(&landed);
+    let path = shop_lake::layout::day_dir(shop_lake::layout::STAGE, "purchases", landed.day())
+        .join("landed-late.parquet");
+    shop_lake::writer::write_file(
+        &shop.lake,
+        path,
+        shop_ingest::purchases::file_schema(),
+        &[batch.finish()],
+    )
+    .await
+    .unwrap();
+    // The server's catalog picks the file up within its refresh interval.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = client_get(&shop, &landed.purchase_id).await;
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the landed purchase never became visible"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut client = PurchaseServiceClient::new(shop.channel().await);
+    let answer = client
+        .create_purchase(purchase(3, 11, "late"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.replayed, "the purchase was there already");
+    assert_eq!(answer.purchase.unwrap().purchase_id, landed.purchase_id);
+    assert!(shop.events().is_empty(), "nothing published a second time");
+    assert_eq!(requests_recorded(&shop.pg).await, (1, 1));
+    shop.stop().await;
+}
+
+async fn client_get(shop: &Shop, purchase_id: &str) -> bool {
+    let mut client = PurchaseServiceClient::new(shop.channel().await);
+    client
+        .get_purchase(shop_api::pb::GetPurchaseRequest {
+            purchase_id: purchase_id.to_string(),
+        })
+        .await
+        .is_ok()
 }
