@@ -214,9 +214,14 @@ def test_wrong_password_over_tls_is_unauthenticated(tls_server, tls_files, tls_c
     assert "WrongPw-5531" not in str(err), "the server echoes the password"
 
 
-def _https_get(tls_files, url: str, headers: dict | None = None) -> tuple[int, dict, dict]:
-    """GET over HTTPS trusting the test CA, no proxy: (status, headers, JSON body)."""
+def _https_get(
+    tls_files, url: str, headers: dict | None = None, alpn: list[str] | None = None
+) -> tuple[int, dict, dict]:
+    """GET over HTTPS trusting the test CA, no proxy: (status, headers, JSON body). `alpn` is
+    what the client offers (urllib offers nothing by default)."""
     context = ssl.create_default_context(cafile=str(tls_files["ca"]))
+    if alpn:
+        context.set_alpn_protocols(alpn)
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
     )
@@ -233,6 +238,10 @@ def test_rest_gateway_has_the_same_tls_and_authentication(tls_server, tls_files)
     assert tls_server.http_addr != tls_server.addr
     status, _, body = _https_get(tls_files, f"{base}/healthz")
     assert (status, body) == (200, {"status": "SERVING"})
+    # Clients that offer only HTTP/1.1 in ALPN (requests/urllib3, curl --http1.1) negotiate it.
+    for offered in (["http/1.1"], ["h2", "http/1.1"]):
+        status, _, body = _https_get(tls_files, f"{base}/healthz", alpn=offered)
+        assert (status, body) == (200, {"status": "SERVING"}), offered
     status, headers, body = _https_get(tls_files, f"{base}/v1/products?page_size=1")
     assert status == 401 and body["code"] == "UNAUTHENTICATED", body
     assert headers.get("www-authenticate", headers.get("WWW-Authenticate", "")).startswith("Basic")
