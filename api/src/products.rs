@@ -24,14 +24,7 @@ use crate::{decimal, decode_token, encode_token, internal, page_size, positive, 
 
 const TOKEN: &str = "after";
 /// The columns of a product, in the order `to_products` reads them.
-const COLUMNS: [&str; 6] = [
-    "product_id",
-    "seller_id",
-    "name",
-    "category",
-    "price",
-    "created_at",
-];
+use shop_ingest::products::COLUMNS;
 
 /// `shop.v1.ProductService` over the lake.
 #[derive(Clone)]

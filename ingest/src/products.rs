@@ -139,7 +139,8 @@ struct RawRow {
     fields: std::result::Result<Map<String, Value>, String>,
 }
 
-const KNOWN: [&str; 6] = [
+/// The columns of a product, in the order of `stage.products`.
+pub const COLUMNS: [&str; 6] = [
     "product_id",
     "seller_id",
     "name",
@@ -490,7 +491,7 @@ pub fn read(files: &[PathBuf], now: DateTime<Utc>) -> Result<Read> {
             }
         };
         for column in columns {
-            if !KNOWN.contains(&column.as_str()) && !ignored.contains(&column) {
+            if !COLUMNS.contains(&column.as_str()) && !ignored.contains(&column) {
                 ignored.push(column);
             }
         }

@@ -104,6 +104,25 @@ impl Shop {
         })
     }
 
+    /// A second server on the same lake and database whose Kafka is a port nobody listens on.
+    async fn start_with_kafka_down(&self, publish_timeout: Duration) -> RunningServer {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let backends = ApiBackends {
+            postgres: Some(self.pg.pool().clone()),
+            kafka: Some(publisher(
+                &dead.to_string(),
+                self.topic.name(),
+                publish_timeout,
+            )),
+        };
+        shop_server::start(self.lake.clone(), config(backends, AuthConfig::default()))
+            .await
+            .unwrap()
+    }
+
     async fn channel(&self) -> Channel {
         connect(self.server.addr()).await
     }
@@ -394,22 +413,7 @@ async fn kafka_down_is_unavailable_and_the_retry_publishes() {
     let Some(shop) = Shop::start().await else {
         return;
     };
-    // A port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let backends = ApiBackends {
-        postgres: Some(shop.pg.pool().clone()),
-        kafka: Some(publisher(
-            &dead.to_string(),
-            shop.topic.name(),
-            Duration::from_secs(2),
-        )),
-    };
-    let down = shop_server::start(shop.lake.clone(), config(backends, AuthConfig::default()))
-        .await
-        .unwrap();
+    let down = shop.start_with_kafka_down(Duration::from_secs(2)).await;
     let mut client = PurchaseServiceClient::new(connect(down.addr()).await);
     let started = Instant::now();
     let err = client
@@ -913,21 +917,7 @@ async fn a_late_retry_finds_its_purchase_in_the_lake() {
     let Some(shop) = Shop::start().await else {
         return;
     };
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let backends = ApiBackends {
-        postgres: Some(shop.pg.pool().clone()),
-        kafka: Some(publisher(
-            &dead.to_string(),
-            shop.topic.name(),
-            Duration::from_millis(500),
-        )),
-    };
-    let down = shop_server::start(shop.lake.clone(), config(backends, AuthConfig::default()))
-        .await
-        .unwrap();
+    let down = shop.start_with_kafka_down(Duration::from_millis(500)).await;
     let mut client = PurchaseServiceClient::new(connect(down.addr()).await);
     let err = client
         .create_purchase(purchase(3, 11, "late"))

@@ -217,7 +217,7 @@ def lake(workdir) -> Path:
 @pytest.fixture(scope="session")
 def server(workdir, lake):
     """`shop-analytics quickstart` on an empty temporary lake (generates the demo shop)."""
-    srv = start_server("quickstart", ["quickstart", "--scale", SCALE], workdir, lake)
+    srv = start_server("quickstart", ["quickstart", "--scale", SCALE], workdir, lake, http=True)
     yield srv
     srv.stop()
 
