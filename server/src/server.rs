@@ -212,6 +212,13 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
     let identity = pems
         .as_ref()
         .map(|(cert, key)| Identity::from_pem(cert, key));
+    // Built before anything is spawned, so that a bad certificate leaves nothing running.
+    let http_acceptor = match (&pems, &http_listener) {
+        (Some((cert, key)), Some(_)) => {
+            Some(crate::http_tls::acceptor(cert, key).map_err(StartError::HttpTls)?)
+        }
+        _ => None,
+    };
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -302,9 +309,8 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         let shutdown = async {
             let _ = stopped.await;
         };
-        match &pems {
-            Some((cert, key)) => {
-                let acceptor = crate::http_tls::acceptor(cert, key).map_err(StartError::HttpTls)?;
+        match http_acceptor {
+            Some(acceptor) => {
                 let (incoming, accept) = crate::http_tls::incoming(listener, acceptor);
                 background.push(accept);
                 tasks.push(tokio::spawn(async move {
