@@ -41,6 +41,57 @@ pub const SERVICE_NAMES: [&str; 3] = [
     "shop.v1.SellerService",
 ];
 
+/// Bounds of the API's DataFusion queries (the Flight SQL server passes its own limits).
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// Memory shared by all the API queries of one service.
+    pub memory: usize,
+    /// Longest one query may run.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            memory: 2 << 30,
+            timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// A session over `catalog` within `limits.memory`.
+pub(crate) fn context(
+    lake: &shop_lake::Lake,
+    catalog: &std::sync::Arc<shop_lake::LakeCatalog>,
+    limits: QueryLimits,
+) -> datafusion::prelude::SessionContext {
+    use shop_lake::session;
+    session::context(
+        session::session_config(),
+        session::bounded_runtime(lake, limits.memory),
+        catalog,
+    )
+}
+
+/// Runs `frame` to its end within `limits.timeout`; `what` names it in errors.
+pub(crate) async fn collect(
+    frame: datafusion::prelude::DataFrame,
+    limits: QueryLimits,
+    what: &str,
+) -> Result<Vec<arrow::array::RecordBatch>, Status> {
+    match tokio::time::timeout(limits.timeout, frame.collect()).await {
+        Ok(Ok(batches)) => Ok(batches),
+        Ok(Err(datafusion::error::DataFusionError::ResourcesExhausted(why))) => Err(
+            Status::resource_exhausted(format!("{what} needs more memory than allowed: {why}")),
+        ),
+        Ok(Err(e)) => Err(internal(what, e)),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "{what} took longer than {} s",
+            limits.timeout.as_secs_f64()
+        ))),
+    }
+}
+
 /// Page size when a request gives none.
 pub const DEFAULT_PAGE_SIZE: i32 = 100;
 /// Largest page a request may ask for.

@@ -13,14 +13,17 @@ use arrow::datatypes::Int64Type;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
-use shop_lake::{Lake, LakeCatalog, layout, session};
+use shop_lake::{Lake, LakeCatalog, layout};
 use tonic::{Request, Response, Status};
 
 use crate::pb::product_service_server::ProductService;
 use crate::pb::{
     GetProductRequest, GetProductResponse, ListProductsRequest, ListProductsResponse, Product,
 };
-use crate::{decimal, decode_token, encode_token, internal, page_size, positive, timestamp};
+use crate::{
+    QueryLimits, collect, context, decimal, decode_token, encode_token, internal, page_size,
+    positive, timestamp,
+};
 
 const TOKEN: &str = "after";
 /// The columns of a product, in the order `to_products` reads them.
@@ -30,6 +33,7 @@ use shop_ingest::products::COLUMNS;
 #[derive(Clone)]
 pub struct ProductApi {
     ctx: SessionContext,
+    limits: QueryLimits,
     index: Arc<tokio::sync::Mutex<Option<Index>>>,
 }
 
@@ -43,8 +47,14 @@ impl ProductApi {
     /// Reads through `catalog` (the server's, so new catalogue loads are seen without a
     /// restart).
     pub fn new(lake: &Lake, catalog: &Arc<LakeCatalog>) -> Self {
+        Self::with_limits(lake, catalog, QueryLimits::default())
+    }
+
+    /// [`ProductApi::new`] with its queries bounded by `limits`.
+    pub fn with_limits(lake: &Lake, catalog: &Arc<LakeCatalog>, limits: QueryLimits) -> Self {
         Self {
-            ctx: session::context(session::session_config(), session::runtime(lake), catalog),
+            ctx: context(lake, catalog, limits),
+            limits,
             index: Arc::default(),
         }
     }
@@ -79,15 +89,12 @@ impl ProductApi {
             .is_some_and(|i| Arc::ptr_eq(&i.provider, &provider))
         {
             // A new snapshot (or the first lookup): one scan of exactly that snapshot.
-            let failed = |e| internal("reading stage.products", e);
-            let batches = self
+            let frame = self
                 .ctx
                 .read_table(Arc::clone(&provider))
                 .and_then(|frame| frame.select_columns(&COLUMNS))
-                .map_err(failed)?
-                .collect()
-                .await
-                .map_err(failed)?;
+                .map_err(|e| internal("reading stage.products", e))?;
+            let batches = collect(frame, self.limits, "reading stage.products").await?;
             let mut products = Vec::new();
             for batch in &batches {
                 products.extend(to_products(batch).map_err(Status::internal)?);
@@ -122,7 +129,7 @@ impl ProductApi {
                 .with_param_values(vec![ScalarValue::Utf8(Some(category.to_string()))])
                 .map_err(failed)?;
         }
-        let batches = frame.collect().await.map_err(failed)?;
+        let batches = collect(frame, self.limits, "reading stage.products").await?;
         let mut products = Vec::new();
         for batch in &batches {
             products.extend(to_products(batch).map_err(Status::internal)?);

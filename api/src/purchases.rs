@@ -23,7 +23,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use datafusion::prelude::SessionContext;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use shop_lake::{Lake, LakeCatalog, layout, session};
+use shop_lake::{Lake, LakeCatalog, layout};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
@@ -33,8 +33,8 @@ use crate::pb::{
     ListPurchasesRequest, ListPurchasesResponse, Purchase,
 };
 use crate::{
-    ProductApi, decimal, decode_token, encode_token, internal, micros, page_size, positive,
-    timestamp,
+    ProductApi, QueryLimits, collect, context, decimal, decode_token, encode_token, internal,
+    micros, page_size, positive, timestamp,
 };
 
 const TOKEN: &str = "purchases";
@@ -138,6 +138,7 @@ impl KafkaPublisher {
 pub struct PurchaseApi {
     products: ProductApi,
     ctx: SessionContext,
+    limits: QueryLimits,
     postgres: Option<PgPool>,
     kafka: Option<KafkaPublisher>,
 }
@@ -181,10 +182,12 @@ impl PurchaseApi {
         products: ProductApi,
         postgres: Option<PgPool>,
         kafka: Option<KafkaPublisher>,
+        limits: QueryLimits,
     ) -> Self {
         Self {
             products,
-            ctx: session::context(session::session_config(), session::runtime(lake), catalog),
+            ctx: context(lake, catalog, limits),
+            limits,
             postgres,
             kafka,
         }
@@ -480,15 +483,12 @@ impl PurchaseApi {
              currency, purchased_at, extras FROM shop.stage.purchases WHERE {filter} \
              ORDER BY purchased_at, purchase_id LIMIT {limit}"
         );
-        let failed = |e| internal("reading stage.purchases", e);
-        let batches = self
+        let frame = self
             .ctx
             .sql(&sql)
             .await
-            .map_err(failed)?
-            .collect()
-            .await
-            .map_err(failed)?;
+            .map_err(|e| internal("reading stage.purchases", e))?;
+        let batches = collect(frame, self.limits, "reading stage.purchases").await?;
         let mut purchases = Vec::new();
         for batch in &batches {
             purchases.extend(to_purchases(batch).map_err(Status::internal)?);

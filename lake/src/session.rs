@@ -5,6 +5,7 @@ use std::sync::Arc;
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -32,11 +33,24 @@ pub fn session_config() -> SessionConfig {
 /// runtime that lives long (the shop API's) would then never see the files an append table
 /// (`stage.purchases`) gains after its first scan.
 pub fn runtime(lake: &Lake) -> Arc<RuntimeEnv> {
+    builder(lake)
+        .build_arc()
+        .expect("a runtime with default settings builds")
+}
+
+/// [`runtime`] with one memory pool of `bytes` shared by all its queries (they spill to disk or
+/// fail with "resources exhausted" beyond it).
+pub fn bounded_runtime(lake: &Lake, bytes: usize) -> Arc<RuntimeEnv> {
+    builder(lake)
+        .with_memory_pool(Arc::new(FairSpillPool::new(bytes)))
+        .build_arc()
+        .expect("a runtime with a memory pool builds")
+}
+
+fn builder(lake: &Lake) -> RuntimeEnvBuilder {
     RuntimeEnvBuilder::new()
         .with_object_store_registry(lake.registry())
         .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
-        .build_arc()
-        .expect("a runtime with default settings builds")
 }
 
 /// A session that sees the `shop` catalog and nothing else.

@@ -170,13 +170,19 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         cause: source,
     })?;
     let refresher = catalog.spawn_refresher();
-    let products = shop_api::ProductApi::new(&lake, &catalog);
+    // The API's queries get the memory and time bounds of one Flight SQL query.
+    let api_limits = shop_api::QueryLimits {
+        memory: config.limits.memory_per_query,
+        timeout: config.limits.query_timeout,
+    };
+    let products = shop_api::ProductApi::with_limits(&lake, &catalog, api_limits);
     let purchases = shop_api::PurchaseApi::new(
         &lake,
         &catalog,
         products.clone(),
         config.api.postgres.clone(),
         config.api.kafka.clone(),
+        api_limits,
     );
     let sellers = shop_api::SellerApi::new(config.api.postgres.clone());
     let engine = Arc::new(Engine::new(&lake, catalog, config.limits.clone()));
