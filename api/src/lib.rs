@@ -258,6 +258,33 @@ mod tests {
         );
     }
 
+    /// A query past the time limit is DEADLINE_EXCEEDED (and dropped), not left running.
+    #[tokio::test]
+    async fn queries_past_the_time_limit_are_deadline_exceeded() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        // Far more rows than can be counted in 100 ms.
+        let frame = ctx
+            .sql("SELECT count(*) FROM generate_series(1, 100000000000)")
+            .await
+            .unwrap();
+        let limits = QueryLimits {
+            timeout: std::time::Duration::from_millis(100),
+            ..QueryLimits::default()
+        };
+        let err = collect(frame, limits, "counting").await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::DeadlineExceeded,
+            "{}",
+            err.message()
+        );
+        assert!(
+            err.message().starts_with("counting took longer than 0.1 s"),
+            "{}",
+            err.message()
+        );
+    }
+
     #[test]
     fn timestamps_round_trip_and_nonsense_is_refused() {
         for us in [0, 1, -1, 1_764_000_000_123_456] {

@@ -306,30 +306,3 @@ async fn forged_page_tokens_are_refused() {
         assert!(err.message().contains("page_token"), "{}", err.message());
     }
 }
-
-/// The API's queries are bounded in time like Flight SQL's: past the limit the call is
-/// DEADLINE_EXCEEDED, not a query that runs on. (A zero limit: the listing of the day folders
-/// always waits for the file system, so the query cannot finish within the first poll.)
-#[tokio::test]
-async fn queries_past_the_time_limit_are_deadline_exceeded() {
-    let f = fixture().await;
-    let limits = QueryLimits {
-        timeout: std::time::Duration::ZERO,
-        ..QueryLimits::default()
-    };
-    let products = ProductApi::with_limits(&f.lake, &f.catalog, limits);
-    let api = PurchaseApi::new(&f.lake, &f.catalog, products.clone(), None, None, limits);
-    let err = api
-        .list_purchases(Request::new(ListPurchasesRequest {
-            customer_id: 1,
-            ..Default::default()
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{}", err.message());
-    assert!(
-        err.message().contains("stage.purchases"),
-        "{}",
-        err.message()
-    );
-}
