@@ -213,6 +213,15 @@ impl RunRecord {
 
 /// Reads the run records that match `filter` (SQL over the table's columns), oldest first.
 /// An empty history (no table yet) is no records.
+/// Whether `e` is what reading a record file that was just rewritten looks like.
+fn is_rewrite_race(e: &datafusion::error::DataFusionError) -> bool {
+    let text = e.to_string();
+    text.contains("Corrupt footer")
+        || text.contains("Invalid Parquet file")
+        || text.contains("not found")
+        || text.contains("NotFound")
+}
+
 pub async fn read(ctx: &SessionContext, filter: &str) -> Result<Vec<RunRecord>> {
     let wrap = |cause| Error::DataFusion {
         what: "reading system.refresh_runs".into(),
@@ -231,15 +240,27 @@ pub async fn read(ctx: &SessionContext, filter: &str) -> Result<Vec<RunRecord>> 
         .map(|f| format!("\"{}\"", f.name()))
         .collect::<Vec<_>>()
         .join(", ");
-    let batches = ctx
-        .sql(&format!(
-            "SELECT {columns} FROM shop.{SCHEMA}.{TABLE} WHERE {filter} ORDER BY started_at"
-        ))
-        .await
-        .map_err(wrap)?
-        .collect()
-        .await
-        .map_err(wrap)?;
+    let sql =
+        format!("SELECT {columns} FROM shop.{SCHEMA}.{TABLE} WHERE {filter} ORDER BY started_at");
+    // A record is rewritten in place (started, then finished): a query that listed the file
+    // before the rewrite reads the new file with the old size and finds no footer, or finds
+    // it gone. That is transient, so such a read is tried again.
+    let mut attempt = 0;
+    let batches = loop {
+        let result = match ctx.sql(&sql).await {
+            Ok(frame) => frame.collect().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(batches) => break batches,
+            Err(e) if attempt < 5 && is_rewrite_race(&e) => {
+                attempt += 1;
+                tracing::debug!(cause = %e, attempt, "a run record changed while it was read");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(wrap(e)),
+        }
+    };
     let mut records = Vec::new();
     for batch in &batches {
         records.extend(
