@@ -197,6 +197,17 @@ pub(crate) fn internal(what: &str, cause: impl std::fmt::Display) -> Status {
     Status::internal(format!("{what} failed: {cause}"))
 }
 
+/// PostgreSQL errors: unreachable is `UNAVAILABLE`, the rest `INTERNAL`; never the URL.
+pub(crate) fn postgres_error(e: sqlx::Error) -> Status {
+    match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tracing::warn!(cause = %e, "PostgreSQL is not reachable");
+            Status::unavailable(format!("PostgreSQL is not reachable: {e}"))
+        }
+        _ => internal("a PostgreSQL statement", e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

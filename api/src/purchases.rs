@@ -34,7 +34,7 @@ use crate::pb::{
 };
 use crate::{
     ProductApi, QueryLimits, collect, context, decimal, decode_token, encode_token, internal,
-    micros, page_size, positive, timestamp,
+    micros, page_size, positive, postgres_error, timestamp,
 };
 
 const TOKEN: &str = "purchases";
@@ -591,17 +591,6 @@ fn day_literal(us: i64) -> String {
     format!("DATE '{}'", at.format("%Y-%m-%d"))
 }
 
-/// PostgreSQL errors: unreachable is `UNAVAILABLE`, the rest `INTERNAL`; never the URL.
-pub(crate) fn postgres_error(e: sqlx::Error) -> Status {
-    match &e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            tracing::warn!(cause = %e, "PostgreSQL is not reachable");
-            Status::unavailable(format!("PostgreSQL is not reachable: {e}"))
-        }
-        _ => internal("a PostgreSQL statement", e),
-    }
-}
-
 #[tonic::async_trait]
 impl PurchaseService for PurchaseApi {
     async fn create_purchase(
@@ -703,7 +692,8 @@ impl PurchaseService for PurchaseApi {
             let at = last
                 .purchased_at
                 .as_ref()
-                .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000);
+                .and_then(|t| micros("purchased_at", t).ok())
+                .unwrap_or(0);
             let mut parts: Vec<&str> = range.iter().map(String::as_str).collect();
             let at = at.to_string();
             parts.push(&at);

@@ -10,8 +10,7 @@ use crate::pb::{
     CreateSellerRequest, CreateSellerResponse, GetSellerRequest, GetSellerResponse,
     ListSellersRequest, ListSellersResponse, Seller, UpdateSellerRequest, UpdateSellerResponse,
 };
-use crate::purchases::postgres_error;
-use crate::{decimal, decode_token, encode_token, page_size, positive, timestamp};
+use crate::{decimal, decode_token, encode_token, page_size, positive, postgres_error, timestamp};
 
 const TOKEN: &str = "sellers";
 /// Longest name and city.
