@@ -73,6 +73,24 @@ pub(crate) fn context(
     )
 }
 
+/// Whether `stage.<table>` exists. A table that is there but cannot be read (a corrupt file) is
+/// an error, not a missing table: "no purchases" or "load the catalogue first" would hide it.
+pub(crate) async fn table_exists(
+    ctx: &datafusion::prelude::SessionContext,
+    table: &str,
+) -> Result<bool, Status> {
+    let Some(schema) = ctx
+        .catalog(shop_lake::layout::CATALOG)
+        .and_then(|c| c.schema(shop_lake::layout::STAGE))
+    else {
+        return Ok(false);
+    };
+    match schema.table(table).await {
+        Ok(found) => Ok(found.is_some()),
+        Err(e) => Err(internal(&format!("opening stage.{table}"), e)),
+    }
+}
+
 /// Runs `frame` to its end within `limits.timeout`; `what` names it in errors.
 pub(crate) async fn collect(
     frame: datafusion::prelude::DataFrame,

@@ -13,7 +13,7 @@ use arrow::datatypes::Int64Type;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
-use shop_lake::{Lake, LakeCatalog, layout};
+use shop_lake::{Lake, LakeCatalog};
 use tonic::{Request, Response, Status};
 
 use crate::pb::product_service_server::ProductService;
@@ -59,13 +59,8 @@ impl ProductApi {
         }
     }
 
-    fn require_catalogue(&self) -> Result<(), Status> {
-        let exists = self
-            .ctx
-            .catalog(layout::CATALOG)
-            .and_then(|c| c.schema(layout::STAGE))
-            .is_some_and(|s| s.table_exist("products"));
-        if exists {
+    async fn require_catalogue(&self) -> Result<(), Status> {
+        if crate::table_exists(&self.ctx, "products").await? {
             Ok(())
         } else {
             Err(Status::failed_precondition(
@@ -77,7 +72,7 @@ impl ProductApi {
 
     /// The product with `product_id`, `None` if the catalogue has none.
     pub async fn lookup(&self, product_id: i64) -> Result<Option<Product>, Status> {
-        self.require_catalogue()?;
+        self.require_catalogue().await?;
         let provider = self
             .ctx
             .table_provider("shop.stage.products")
@@ -117,7 +112,7 @@ impl ProductApi {
         category: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Product>, Status> {
-        self.require_catalogue()?;
+        self.require_catalogue().await?;
         let sql = format!(
             "SELECT {} FROM shop.stage.products WHERE {filter} ORDER BY product_id LIMIT {limit}",
             COLUMNS.join(", ")

@@ -23,7 +23,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use datafusion::prelude::SessionContext;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use shop_lake::{Lake, LakeCatalog, layout};
+use shop_lake::{Lake, LakeCatalog};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
@@ -467,15 +467,8 @@ impl PurchaseApi {
         Ok((from_event(&payload)?, replayed))
     }
 
-    fn has_purchases(&self) -> bool {
-        self.ctx
-            .catalog(layout::CATALOG)
-            .and_then(|c| c.schema(layout::STAGE))
-            .is_some_and(|s| s.table_exist("purchases"))
-    }
-
     async fn query(&self, filter: &str, limit: usize) -> Result<Vec<Purchase>, Status> {
-        if !self.has_purchases() {
+        if !crate::table_exists(&self.ctx, "purchases").await? {
             return Ok(Vec::new());
         }
         let sql = format!(

@@ -32,7 +32,7 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shop_lake::{LakeCatalogOptions, LakeConfig, S3Config};
-use shop_server::{AuthConfig, Limits, ServerConfig, TlsConfig};
+use shop_server::{AuthConfig, ConnectionLimits, Limits, ServerConfig, TlsConfig};
 
 /// The shop's lakehouse: ingestion into a Parquet lake, a Flight SQL server over it, and daily
 /// aggregates.
@@ -601,7 +601,12 @@ pub struct ServerArgs {
     #[arg(long, env = "SHOP_AUTH_USERS_FILE", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_users_file: Option<PathBuf>,
-    /// Lifetime of a bearer token issued by Handshake, in seconds [default: 43200]
+    /// Roles of users who are more than readers: "bob=writer,root=admin". Readers run SQL and
+    /// read the shop API; writers also create purchases and sellers; admins may do everything.
+    #[arg(long, env = "SHOP_AUTH_ROLES", value_name = "USER=ROLE,…")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_roles: Option<String>,
+    /// Lifetime of a bearer token issued by Handshake, in seconds, at most a year [default: 43200]
     #[arg(long, env = "SHOP_AUTH_TOKEN_TTL_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_token_ttl_secs: Option<u64>,
@@ -617,6 +622,15 @@ pub struct ServerArgs {
     #[arg(long, env = "SHOP_QUERY_MEMORY_LIMIT", value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query_memory_limit: Option<String>,
+    /// Disk one query may fill with spill files before it fails, e.g. 4GiB [default: 8GiB]
+    #[arg(long, env = "SHOP_QUERY_SPILL_LIMIT", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_spill_limit: Option<String>,
+    /// Largest output of one call of repeat, lpad, rpad, replace, regexp_replace, array_repeat,
+    /// array_resize, range or generate_series for one batch, e.g. 16MiB [default: 64MiB]
+    #[arg(long, env = "SHOP_MAX_FUNCTION_OUTPUT", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_function_output: Option<String>,
     /// Time limit of one query, planning to last row, in seconds [default: 300]
     #[arg(long, env = "SHOP_QUERY_TIMEOUT_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -638,6 +652,20 @@ pub struct ServerArgs {
     #[arg(long, env = "SHOP_IDLE_KEEPALIVE_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_keepalive_secs: Option<u64>,
+    /// Connections each port (gRPC, REST) keeps open at once; more are closed at once
+    /// [default: 512]
+    #[arg(long, env = "SHOP_MAX_CONNECTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// A connection that neither reads nor writes for this many seconds is closed [default: 300]
+    #[arg(long, env = "SHOP_CONNECTION_IDLE_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_idle_secs: Option<u64>,
+    /// On SIGTERM, seconds running calls may go on before their queries are cancelled
+    /// [default: 10]
+    #[arg(long, env = "SHOP_SHUTDOWN_GRACE_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u64>,
     /// How often the catalog looks for new tables and snapshots, in milliseconds [default: 2000]
     #[arg(long, env = "SHOP_CATALOG_REFRESH_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -725,6 +753,10 @@ impl ServerArgs {
         let limits = Limits {
             memory_per_query: bytes(&m.query_memory_limit, "query_memory_limit")?
                 .map_or(defaults.memory_per_query, |b| b as usize),
+            spill_per_query: bytes(&m.query_spill_limit, "query_spill_limit")?
+                .unwrap_or(defaults.spill_per_query),
+            max_function_output: bytes(&m.max_function_output, "max_function_output")?
+                .unwrap_or(defaults.max_function_output),
             query_timeout: m
                 .query_timeout_secs
                 .map_or(defaults.query_timeout, Duration::from_secs),
@@ -738,8 +770,46 @@ impl ServerArgs {
                 .idle_keepalive_secs
                 .map_or(defaults.idle_keepalive, |s| Duration::from_secs(s.max(1))),
         };
-        if limits.max_concurrent_queries == 0 {
-            bail!("max_concurrent_queries must be at least 1");
+        if !(1..=1024).contains(&limits.max_concurrent_queries) {
+            bail!("max_concurrent_queries must be between 1 and 1024");
+        }
+        if limits.query_timeout.is_zero() || limits.query_timeout > Duration::from_secs(7 * 86_400)
+        {
+            bail!("query_timeout_secs must be between 1 and 604800 (a week)");
+        }
+        let connection_defaults = ConnectionLimits::default();
+        let connections = ConnectionLimits {
+            max_connections: m
+                .max_connections
+                .unwrap_or(connection_defaults.max_connections),
+            idle_timeout: m
+                .connection_idle_secs
+                .map_or(connection_defaults.idle_timeout, Duration::from_secs),
+            ..connection_defaults
+        };
+        if !(1..=1_000_000).contains(&connections.max_connections) {
+            bail!("max_connections must be between 1 and 1000000");
+        }
+        if !(1..=86_400).contains(&connections.idle_timeout.as_secs()) {
+            bail!("connection_idle_secs must be between 1 and 86400");
+        }
+        let shutdown_grace = Duration::from_secs(m.shutdown_grace_secs.unwrap_or(10));
+        if shutdown_grace > Duration::from_secs(3600) {
+            bail!("shutdown_grace_secs must be at most 3600");
+        }
+        let roles = match &m.auth_roles {
+            Some(text) => {
+                AuthConfig::parse_roles(text).map_err(|e| anyhow::anyhow!("auth_roles: {e}"))?
+            }
+            None => HashMap::new(),
+        };
+        let auth = AuthConfig {
+            users,
+            roles,
+            token_ttl: Duration::from_secs(m.auth_token_ttl_secs.unwrap_or(12 * 3600)),
+        };
+        if !auth.users.is_empty() || !auth.roles.is_empty() || m.auth_token_ttl_secs.is_some() {
+            auth.validate().map_err(|e| anyhow::anyhow!(e))?;
         }
         let http_listen = match m.http_listen.as_deref().map(str::trim) {
             None => Some("127.0.0.1:8000".parse().expect("valid address")),
@@ -758,12 +828,11 @@ impl ServerArgs {
                 listen: m
                     .listen
                     .unwrap_or_else(|| "127.0.0.1:50051".parse().expect("valid address")),
-                auth: AuthConfig {
-                    users,
-                    token_ttl: Duration::from_secs(m.auth_token_ttl_secs.unwrap_or(12 * 3600)),
-                },
+                auth,
                 tls,
                 limits,
+                connections,
+                shutdown_grace,
                 catalog,
                 http_listen,
                 api: Default::default(),

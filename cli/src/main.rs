@@ -9,8 +9,11 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = config::Cli::parse();
     config::init_logging(&cli.global);
+    // Queries run on threads of their own (shop_server::executor); the network's threads get a
+    // larger stack than the default 2 MiB too, for deep but legitimate requests.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(8 << 20)
         .build()
     {
         Ok(runtime) => runtime,

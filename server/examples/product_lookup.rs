@@ -45,6 +45,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             auth: AuthConfig::default(),
             tls: None,
             limits: Limits::default(),
+            connections: Default::default(),
+            shutdown_grace: std::time::Duration::from_secs(10),
             catalog: LakeCatalogOptions::default(),
             http_listen: None,
             api: Default::default(),

@@ -42,6 +42,24 @@ pub enum Error {
     /// Building a Flight response failed (a server bug).
     #[error("{0}")]
     Flight(#[from] arrow_flight::error::FlightError),
+    /// A request is larger than a limit allows (bound parameters, a function's output).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The query was cancelled (by an operator, or because its client went away).
+    #[error("{0}")]
+    Cancelled(String),
+    /// Too many failed sign-ins from one address.
+    #[error(
+        "too many failed sign-in attempts from this address; retry in {} s",
+        .0.as_secs().max(1)
+    )]
+    TooManyAttempts(std::time::Duration),
+    /// The server is stopping and takes no new work.
+    #[error("the server is shutting down; retry on another server or after it restarts")]
+    ShuttingDown,
+    /// A server bug, caught before it could take the process down.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<Error> for Status {
@@ -50,7 +68,13 @@ impl From<Error> for Status {
             Error::Sql(_) | Error::InvalidRequest(_) => tonic::Code::InvalidArgument,
             Error::Query(e) => datafusion_code(e),
             Error::Forbidden(_) => tonic::Code::PermissionDenied,
-            Error::Busy(_) | Error::ResultTooLarge(_) => tonic::Code::ResourceExhausted,
+            Error::Busy(_) | Error::ResultTooLarge(_) | Error::TooLarge(_) => {
+                tonic::Code::ResourceExhausted
+            }
+            Error::TooManyAttempts(_) => tonic::Code::ResourceExhausted,
+            Error::Cancelled(_) => tonic::Code::Cancelled,
+            Error::ShuttingDown => tonic::Code::Unavailable,
+            Error::Internal(_) => tonic::Code::Internal,
             Error::Timeout(_) => tonic::Code::DeadlineExceeded,
             Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Error::Unsupported(_) => tonic::Code::Unimplemented,
@@ -101,6 +125,11 @@ fn datafusion_code(err: &DataFusionError) -> tonic::Code {
             if msg.contains("Cast error") || msg.contains("Divide by zero") =>
         {
             Code::InvalidArgument
+        }
+        // The spill limit (--query-spill-limit) is reported as an I/O error; its message is the
+        // only way to tell it apart.
+        DataFusionError::IoError(e) if e.to_string().contains("exceeded the allowable limit") => {
+            Code::ResourceExhausted
         }
         DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => Code::Unavailable,
         _ => Code::Internal,

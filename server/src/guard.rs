@@ -7,6 +7,12 @@
 //! URL. The planner then checks the plan once more with DataFusion's `SQLOptions` (no DDL, DML or
 //! statements), and the session's object-store registry knows no store but the lake.
 //!
+//! Before anything is parsed, the text's operators are counted (see [`MAX_SQL_OPERATORS`]):
+//! a left-deep chain such as `1+1+…+1` or a long `UNION ALL` is parsed without recursion but
+//! becomes a tree as deep as it is long, which every later step (planning, optimising,
+//! evaluating, dropping) walks recursively. Nesting in parentheses, calls and subqueries is
+//! bounded by the parser's recursion limit.
+//!
 //! `?` placeholders (JDBC/ODBC style) are rewritten to `$1, $2, …` in order of appearance, so
 //! both styles bind positionally.
 
@@ -17,11 +23,21 @@ use datafusion::sql::sqlparser::ast::{
     Expr, ObjectName, ObjectNamePart, Statement, Value, visit_expressions_mut, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::Error;
 
 /// The largest SQL text accepted.
 pub const MAX_SQL_BYTES: usize = 1 << 20;
+
+/// Operators (arithmetic, comparison, `AND`/`OR`, `||`, casts, `IS`, `UNION`, `JOIN`, …) one
+/// statement may contain. Each level of a chain needs one, so this bounds the depth of every
+/// tree the statement becomes; real queries, even generated ones, use far fewer.
+pub const MAX_SQL_OPERATORS: usize = 4_096;
+
+/// Tables, views and table functions one statement may name.
+pub const MAX_SQL_RELATIONS: usize = 1_000;
 
 /// Parses `sql` and checks that it is one read-only statement.
 pub fn check(sql: &str) -> Result<DfStatement, Error> {
@@ -31,6 +47,7 @@ pub fn check(sql: &str) -> Result<DfStatement, Error> {
             sql.len()
         )));
     }
+    check_operators(sql)?;
     let mut statements = DFParserBuilder::new(sql)
         .with_dialect(&GenericDialect {})
         .build()
@@ -52,6 +69,83 @@ pub fn check(sql: &str) -> Result<DfStatement, Error> {
     check_statement(&statement)?;
     rewrite_question_marks(&mut statement);
     Ok(statement)
+}
+
+/// Refuses a text with more than [`MAX_SQL_OPERATORS`] operators, before it is parsed.
+fn check_operators(sql: &str) -> Result<(), Error> {
+    // A text that does not tokenize is left to the parser, which says why.
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return Ok(());
+    };
+    let operators = tokens.iter().filter(|t| is_operator(t)).count();
+    if operators > MAX_SQL_OPERATORS {
+        return Err(Error::InvalidRequest(format!(
+            "the statement is too complex: it has {operators} operators (arithmetic, \
+             comparisons, AND/OR, ||, casts, UNION, JOIN, …); the limit is {MAX_SQL_OPERATORS}. \
+             Use IN (…) lists, CASE or a table instead of long chains"
+        )));
+    }
+    Ok(())
+}
+
+/// True for a token that joins or wraps expressions or queries, so that a chain of them nests.
+fn is_operator(token: &Token) -> bool {
+    match token {
+        Token::Word(word) => matches!(
+            word.keyword,
+            Keyword::AND
+                | Keyword::OR
+                | Keyword::XOR
+                | Keyword::NOT
+                | Keyword::IS
+                | Keyword::IN
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::SIMILAR
+                | Keyword::REGEXP
+                | Keyword::RLIKE
+                | Keyword::BETWEEN
+                | Keyword::COLLATE
+                | Keyword::AT
+                | Keyword::DIV
+                | Keyword::UNION
+                | Keyword::INTERSECT
+                | Keyword::EXCEPT
+                | Keyword::JOIN
+                | Keyword::OVERLAPS
+        ),
+        Token::EOF
+        | Token::Number(..)
+        | Token::Char(_)
+        | Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_)
+        | Token::TripleSingleQuotedString(_)
+        | Token::TripleDoubleQuotedString(_)
+        | Token::DollarQuotedString(_)
+        | Token::SingleQuotedByteStringLiteral(_)
+        | Token::DoubleQuotedByteStringLiteral(_)
+        | Token::TripleSingleQuotedByteStringLiteral(_)
+        | Token::TripleDoubleQuotedByteStringLiteral(_)
+        | Token::SingleQuotedRawStringLiteral(_)
+        | Token::DoubleQuotedRawStringLiteral(_)
+        | Token::TripleSingleQuotedRawStringLiteral(_)
+        | Token::TripleDoubleQuotedRawStringLiteral(_)
+        | Token::NationalStringLiteral(_)
+        | Token::QuoteDelimitedStringLiteral(_)
+        | Token::NationalQuoteDelimitedStringLiteral(_)
+        | Token::EscapedStringLiteral(_)
+        | Token::UnicodeStringLiteral(_)
+        | Token::HexStringLiteral(_)
+        | Token::Comma
+        | Token::Whitespace(_)
+        | Token::LParen
+        | Token::RParen
+        | Token::Period
+        | Token::SemiColon
+        | Token::Placeholder(_)
+        | Token::Colon => false,
+        _ => true,
+    }
 }
 
 fn forbidden(what: impl Into<String>) -> Error {
@@ -119,20 +213,27 @@ fn statement_kind(statement: &Statement) -> String {
     }
 }
 
-/// Refuses table names that are file paths or URLs (`SELECT * FROM '/etc/passwd'`).
+/// Refuses table names that are file paths or URLs (`SELECT * FROM '/etc/passwd'`), and more
+/// than [`MAX_SQL_RELATIONS`] of them.
 fn check_relations(statement: &Statement) -> Result<(), Error> {
+    let mut count = 0_usize;
     let found = visit_relations(statement, |name: &ObjectName| {
+        count += 1;
         if looks_like_a_location(name) {
-            ControlFlow::Break(name.to_string())
+            ControlFlow::Break(Error::Forbidden(format!(
+                "{name} looks like a file path or URL; reading files or URLs through SQL is not \
+                 allowed. Query the lake's tables instead, for example shop.stage.purchases"
+            )))
+        } else if count > MAX_SQL_RELATIONS {
+            ControlFlow::Break(Error::InvalidRequest(format!(
+                "the statement is too complex: it names more than {MAX_SQL_RELATIONS} tables"
+            )))
         } else {
             ControlFlow::Continue(())
         }
     });
     match found {
-        ControlFlow::Break(name) => Err(Error::Forbidden(format!(
-            "{name} looks like a file path or URL; reading files or URLs through SQL is not \
-             allowed. Query the lake's tables instead, for example shop.stage.purchases"
-        ))),
+        ControlFlow::Break(error) => Err(error),
         ControlFlow::Continue(()) => Ok(()),
     }
 }
@@ -270,6 +371,62 @@ mod tests {
             check(&huge).unwrap_err(),
             Error::InvalidRequest(_)
         ));
+    }
+
+    /// Runs `f` on a thread with the stack of a query thread, as the server does.
+    fn on_query_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(crate::executor::QUERY_THREAD_STACK)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn long_chains_are_too_complex_before_they_are_parsed() {
+        on_query_stack(long_chains);
+    }
+
+    fn long_chains() {
+        let chain = |op: &str, term: &str, n: usize| {
+            format!("SELECT {}", vec![term; n].join(&format!(" {op} ")))
+        };
+        for sql in [
+            chain("+", "1", 2_000),
+            chain("OR", "true", 2_000),
+            chain("||", "'a'", 2_000),
+            format!("SELECT 1{}", "::BIGINT".repeat(1_000)),
+            vec!["SELECT 1"; 1_000].join(" UNION ALL "),
+        ] {
+            check(&sql).unwrap_or_else(|e| panic!("{}…: {e}", &sql[..40]));
+        }
+        for sql in [
+            chain("+", "1", MAX_SQL_OPERATORS + 2),
+            chain("AND", "true", 5_000),
+            chain("||", "'a'", 100_000),
+            format!("SELECT 1{}", "::BIGINT".repeat(5_000)),
+            vec!["SELECT 1"; 10_000].join(" UNION ALL "),
+            format!("SELECT 1 {}", "IS NULL ".repeat(5_000)),
+        ] {
+            match check(&sql) {
+                Err(Error::InvalidRequest(m)) => assert!(m.contains("too complex"), "{m}"),
+                other => panic!("{}…: {other:?}", &sql[..40]),
+            }
+        }
+        // Operators inside strings and comments do not count.
+        let quoted = format!("SELECT '{}' -- {}", "+".repeat(10_000), "+".repeat(10_000));
+        check(&quoted).unwrap();
+    }
+
+    #[test]
+    fn too_many_tables_are_too_complex() {
+        let from: Vec<String> = (0..=MAX_SQL_RELATIONS).map(|i| format!("t{i}")).collect();
+        let sql = format!("SELECT 1 FROM {}", from.join(", "));
+        match check(&sql) {
+            Err(Error::InvalidRequest(m)) => assert!(m.contains("tables"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

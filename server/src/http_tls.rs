@@ -12,27 +12,31 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::server::Connected;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::conn::Guarded;
 
 /// Longest a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS connection of the REST port.
-pub struct TlsConnection(tokio_rustls::server::TlsStream<TcpStream>);
+pub struct TlsConnection(tokio_rustls::server::TlsStream<Guarded<TcpStream>>);
 
 impl Connected for TlsConnection {
-    type ConnectInfo = ();
+    type ConnectInfo = TcpConnectInfo;
 
-    fn connect_info(&self) -> Self::ConnectInfo {}
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().0.connect_info()
+    }
 }
 
 impl AsyncRead for TlsConnection {
@@ -93,10 +97,10 @@ pub fn acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> 
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The accepted and handshaken connections of `listener`, and the accept loop's task (abort it
-/// to stop accepting).
+/// The handshaken connections of `accepted`, and the accept loop's task (abort it to stop
+/// accepting).
 pub fn incoming(
-    listener: TcpListener,
+    accepted: impl Stream<Item = io::Result<Guarded<TcpStream>>> + Send + 'static,
     acceptor: TlsAcceptor,
 ) -> (
     impl Stream<Item = Result<TlsConnection, io::Error>> + Send + 'static,
@@ -104,27 +108,20 @@ pub fn incoming(
 ) {
     let (tx, mut rx) = mpsc::channel::<TlsConnection>(64);
     let task = tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(cause = %e, "REST port: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+        let mut accepted = std::pin::pin!(accepted);
+        // The stream waits after failed accepts and yields only connections.
+        while let Some(Ok(tcp)) = accepted.next().await {
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
+                let peer = tcp.get_ref().peer_addr().ok();
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(TlsConnection(stream)).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::debug!(%peer, cause = %e, "REST port: TLS handshake failed")
+                        tracing::debug!(?peer, cause = %e, "REST port: TLS handshake failed")
                     }
-                    Err(_) => tracing::debug!(%peer, "REST port: TLS handshake timed out"),
+                    Err(_) => tracing::debug!(?peer, "REST port: TLS handshake timed out"),
                 }
             });
         }

@@ -1,43 +1,61 @@
 //! Planning and running one query within the server's limits.
 //!
 //! Every query gets its own DataFusion session whose memory pool is capped at
-//! [`Limits::memory_per_query`] (sorts and aggregations spill to disk before they fail), holds one
-//! of [`Limits::max_concurrent_queries`] permits while its result streams, and is stopped at
-//! [`Limits::query_timeout`]. Results are streamed batch by batch: dropping the stream (a client
-//! that disconnects or cancels) drops the DataFusion plan and stops its work.
+//! [`Limits::memory_per_query`] (sorts and aggregations spill to disk, up to
+//! [`Limits::spill_per_query`], before they fail) and holds one of
+//! [`Limits::max_concurrent_queries`] permits from before it is parsed until its result ends.
+//! Parsing, planning and execution run on the [`QueryExecutor`], never on the runtime that
+//! serves the network; the query's task is aborted at [`Limits::query_timeout`] by a watchdog
+//! whether or not the client still reads, and when the client goes away. Results are streamed
+//! batch by batch through a small channel.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use datafusion::common::ParamValues;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
-use datafusion::sql::parser::Statement as DfStatement;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use shop_lake::{Lake, LakeCatalog, session};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::guard;
+use crate::executor::{QueryExecutor, QueryTask, TaskEnd};
+use crate::{functions, guard};
 
 /// Resource limits applied to every query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Memory one query may hold before it spills or fails (bytes).
     pub memory_per_query: usize,
-    /// Wall-clock time from planning to the last batch.
+    /// Disk one query may fill with spill files before it fails (bytes).
+    pub spill_per_query: u64,
+    /// Largest value one call of a function that makes large values (`repeat`, `lpad`,
+    /// `array_repeat`, `range`, …) may produce for one batch (bytes).
+    pub max_function_output: u64,
+    /// Wall-clock time from parsing to the last batch.
     pub query_timeout: Duration,
-    /// Queries running at once; further queries are refused with RESOURCE_EXHAUSTED.
+    /// Queries planned or running at once; further queries are refused with
+    /// RESOURCE_EXHAUSTED.
     pub max_concurrent_queries: usize,
     /// Rows one result may have (`None`: unlimited).
     pub max_result_rows: Option<u64>,
@@ -52,6 +70,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             memory_per_query: 2 << 30,
+            spill_per_query: 8 << 30,
+            max_function_output: 64 << 20,
             query_timeout: Duration::from_secs(300),
             max_concurrent_queries: 8,
             max_result_rows: None,
@@ -71,56 +91,141 @@ pub struct Engine {
     registry: Arc<dyn ObjectStoreRegistry>,
     limits: Limits,
     permits: Arc<Semaphore>,
+    executor: Arc<QueryExecutor>,
+    running: Arc<Running>,
 }
 
-/// A planned query: the session it was planned in and its logical plan.
-pub struct Planned {
-    ctx: SessionContext,
-    plan: LogicalPlan,
+/// The queries in flight, so that they can be cancelled together.
+#[derive(Debug, Default)]
+struct Running {
+    next_id: AtomicU64,
+    stopping: AtomicBool,
+    tasks: Mutex<HashMap<u64, AbortHandle>>,
 }
 
-impl Planned {
+/// Removes a query from [`Running`] when its task ends or is aborted.
+struct Registration {
+    running: Arc<Running>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.running
+            .tasks
+            .lock()
+            .expect("running lock")
+            .remove(&self.id);
+    }
+}
+
+/// What `GetFlightInfo`, `GetSchema` and `CreatePreparedStatement` need of a planned query.
+#[derive(Debug)]
+pub struct Described {
     /// The schema the client receives (no view types).
-    pub fn wire_schema(&self) -> SchemaRef {
-        wire_schema(self.plan.schema().as_arrow())
+    pub schema: SchemaRef,
+    /// The query's parameters, `$1, $2, …` in numeric order (an error for other placeholders).
+    pub parameters: Result<Schema, Error>,
+}
+
+/// The query's parameters, `$1, $2, …` in numeric order, typed where DataFusion can infer the
+/// type from the context (`Null` where it cannot).
+fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, Error> {
+    let types = plan.get_parameter_types().map_err(Error::Query)?;
+    let mut params: Vec<(usize, String, DataType)> = types
+        .into_iter()
+        .map(|(name, ty)| {
+            let index = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    Error::InvalidRequest(format!(
+                        "placeholder {name} is not supported: use $1, $2, … or ?"
+                    ))
+                })?;
+            Ok((index, name, ty.unwrap_or(DataType::Null)))
+        })
+        .collect::<Result<_, Error>>()?;
+    params.sort_by_key(|(index, _, _)| *index);
+    Ok(Schema::new(
+        params
+            .into_iter()
+            .map(|(_, name, ty)| Field::new(name, ty, true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Makes every operator of a plan yield to the scheduler between batches.
+///
+/// A task can only be aborted (at its deadline, when its client goes away, at shutdown) when it
+/// yields. DataFusion's own `EnsureCooperative` makes scans yield, but an operator that produces
+/// many batches from one input batch (a cross join, a nested-loop join, an unnest) and the
+/// operators above it never poll a scan again and so never yield: a timed-out cross join went on
+/// burning a core for minutes. Wrapping every operator that has inputs in a `CooperativeExec`
+/// (tokio's task budget, about 128 batches) bounds the work between two yields, whatever the
+/// shape of the plan. It runs last, after every other physical optimisation.
+#[derive(Debug)]
+struct YieldBetweenBatches;
+
+impl PhysicalOptimizerRule for YieldBetweenBatches {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let wrap = !node.children().is_empty() && !node.is::<CooperativeExec>();
+            Ok(if wrap {
+                Transformed::yes(Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>)
+            } else {
+                Transformed::no(node)
+            })
+        })
+        .map(|t| t.data)
     }
 
-    /// The query's parameters, `$1, $2, …` in numeric order, typed where DataFusion can infer
-    /// the type from the context (`Null` where it cannot).
-    pub fn parameter_schema(&self) -> Result<Schema, Error> {
-        let types = self.plan.get_parameter_types().map_err(Error::Query)?;
-        let mut params: Vec<(usize, String, DataType)> = types
-            .into_iter()
-            .map(|(name, ty)| {
-                let index = name
-                    .strip_prefix('$')
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(|| {
-                        Error::InvalidRequest(format!(
-                            "placeholder {name} is not supported: use $1, $2, … or ?"
-                        ))
-                    })?;
-                Ok((index, name, ty.unwrap_or(DataType::Null)))
-            })
-            .collect::<Result<_, Error>>()?;
-        params.sort_by_key(|(index, _, _)| *index);
-        Ok(Schema::new(
-            params
-                .into_iter()
-                .map(|(_, name, ty)| Field::new(name, ty, true))
-                .collect::<Vec<_>>(),
-        ))
+    fn name(&self) -> &str {
+        "YieldBetweenBatches"
     }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Checks `sql` against the read-only policy and plans it.
+async fn plan(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, Error> {
+    let statement = guard::check(sql)?;
+    let plan = ctx
+        .state()
+        .statement_to_plan(statement)
+        .await
+        .map_err(Error::Query)?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| Error::Forbidden(format!("{e}: this server is read-only")))?;
+    Ok(plan)
 }
 
 impl Engine {
-    pub fn new(lake: &Lake, catalog: Arc<LakeCatalog>, limits: Limits) -> Self {
+    /// An engine whose queries run on `executor`.
+    pub fn new(
+        lake: &Lake,
+        catalog: Arc<LakeCatalog>,
+        limits: Limits,
+        executor: Arc<QueryExecutor>,
+    ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_concurrent_queries.max(1)));
         Self {
             catalog,
             registry: lake.registry(),
             limits,
             permits,
+            executor,
+            running: Arc::default(),
         }
     }
 
@@ -133,8 +238,25 @@ impl Engine {
         &self.catalog
     }
 
-    /// A fresh session with this query's own memory pool.
-    fn session(&self) -> SessionContext {
+    /// Queries planned or running now.
+    pub fn running(&self) -> usize {
+        self.limits.max_concurrent_queries.max(1) - self.permits.available_permits()
+    }
+
+    /// Refuses new queries from now on and aborts every query in flight (at its next yield).
+    pub fn cancel_all(&self) {
+        self.running.stopping.store(true, Ordering::SeqCst);
+        let tasks = self.running.tasks.lock().expect("running lock");
+        for task in tasks.values() {
+            task.abort();
+        }
+        if !tasks.is_empty() {
+            tracing::warn!(queries = tasks.len(), "cancelled the running queries");
+        }
+    }
+
+    /// A fresh session with this query's own memory pool and spill budget.
+    fn session(&self) -> Result<SessionContext, Error> {
         let pool = TrackConsumersPool::new(
             FairSpillPool::new(self.limits.memory_per_query),
             NonZeroUsize::new(3).expect("non-zero"),
@@ -142,130 +264,209 @@ impl Engine {
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::clone(&self.registry))
             .with_memory_pool(Arc::new(pool))
+            .with_max_temp_directory_size(self.limits.spill_per_query)
             .build_arc()
-            .expect("a runtime with a memory pool builds");
-        session::context(session::session_config(), runtime, &self.catalog)
+            .map_err(Error::Query)?;
+        let ctx = session::context(session::session_config(), runtime, &self.catalog);
+        let state = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_physical_optimizer_rule(Arc::new(YieldBetweenBatches))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        functions::register_bounded(&ctx, self.limits.max_function_output);
+        Ok(ctx)
     }
 
-    /// Checks and plans `sql` without running it.
-    pub async fn plan(&self, sql: &str) -> Result<Planned, Error> {
-        let statement: DfStatement = guard::check(sql)?;
-        let ctx = self.session();
-        let planning = async {
-            let plan = ctx
-                .state()
-                .statement_to_plan(statement)
-                .await
-                .map_err(Error::Query)?;
-            SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false)
-                .verify_plan(&plan)
-                .map_err(|e| Error::Forbidden(format!("{e}: this server is read-only")))?;
-            Ok::<_, Error>(plan)
+    /// A permit, or [`Error::Busy`] when all are taken.
+    fn permit(&self) -> Result<OwnedSemaphorePermit, Error> {
+        if self.running.stopping.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy(self.limits.max_concurrent_queries))
+    }
+
+    /// Runs `work` on the query executor until the query's deadline.
+    fn spawn<T, F>(&self, deadline: Instant, work: F) -> QueryTask<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let id = self.running.next_id.fetch_add(1, Ordering::Relaxed);
+        let registration = Registration {
+            running: Arc::clone(&self.running),
+            id,
         };
-        let plan = tokio::time::timeout(self.limits.query_timeout, planning)
-            .await
-            .map_err(|_| Error::Timeout(self.limits.query_timeout))??;
-        Ok(Planned { ctx, plan })
+        let task = self.executor.spawn(deadline, async move {
+            let _registration = registration;
+            work.await
+        });
+        let mut tasks = self.running.tasks.lock().expect("running lock");
+        tasks.retain(|_, t| !t.is_finished());
+        tasks.insert(id, task.abort_handle());
+        task
+    }
+
+    fn task_error(&self, end: TaskEnd) -> Error {
+        task_error(end, self.limits.query_timeout, &self.running)
+    }
+
+    /// Checks and plans `sql` without running it, within the concurrency and time limits.
+    pub async fn describe(&self, sql: &str) -> Result<Described, Error> {
+        let permit = self.permit()?;
+        let ctx = self.session()?;
+        let sql = sql.to_owned();
+        let deadline = Instant::now() + self.limits.query_timeout;
+        let task = self.spawn(deadline, async move {
+            let _permit = permit;
+            let plan = plan(&ctx, &sql).await?;
+            Ok::<_, Error>(Described {
+                schema: wire_schema(plan.schema().as_arrow()),
+                parameters: parameter_schema(&plan),
+            })
+        });
+        task.await.map_err(|end| self.task_error(end))?
     }
 
     /// Runs `sql`, once per row of `params` when given, and streams the results in the wire
-    /// schema. The stream holds a concurrency permit until it ends or is dropped.
+    /// schema. The query holds a concurrency permit until its stream ends or is dropped.
     pub async fn execute(
         &self,
         sql: &str,
-        params: Option<&RecordBatch>,
+        params: Option<RecordBatch>,
     ) -> Result<(SchemaRef, ResultStream), Error> {
-        let permit = Arc::clone(&self.permits)
-            .try_acquire_owned()
-            .map_err(|_| Error::Busy(self.limits.max_concurrent_queries))?;
+        let permit = self.permit()?;
+        let ctx = self.session()?;
+        let sql = sql.to_owned();
         let deadline = Instant::now() + self.limits.query_timeout;
-        let planned = self.plan(sql).await?;
-        let schema = planned.wire_schema();
-        let expected = planned.parameter_schema()?;
-        let rows = match params {
-            Some(batch) if batch.num_rows() > 0 => parameter_rows(batch, &expected)?,
-            _ if expected.fields().is_empty() => vec![ParamValues::List(vec![])],
-            _ => {
-                return Err(Error::InvalidRequest(format!(
-                    "the query has {} parameter(s) but no values were bound",
-                    expected.fields().len()
-                )));
+        let mut budget = Budget {
+            max_rows: self.limits.max_result_rows,
+            max_bytes: self.limits.max_result_bytes,
+            rows: 0,
+            bytes: 0,
+        };
+        // Two batches in flight: the producer stays just ahead of a client that reads.
+        let (batches_tx, batches_rx) = mpsc::channel::<Result<RecordBatch, Error>>(2);
+        let (schema_tx, schema_rx) = oneshot::channel::<Result<SchemaRef, Error>>();
+        let mut task = self.spawn(deadline, async move {
+            let _permit = permit;
+            let (schema, mut batches) = match start(ctx, &sql, params).await {
+                Ok(started) => started,
+                Err(e) => {
+                    let _ = schema_tx.send(Err(e));
+                    return;
+                }
+            };
+            if schema_tx.send(Ok(Arc::clone(&schema))).is_err() {
+                return;
+            }
+            while let Some(item) = batches.next().await {
+                let item = item.and_then(|batch| budget.spend(to_wire(&batch, &schema)?));
+                let failed = item.is_err();
+                // A closed channel: the client went away.
+                if batches_tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let schema = match schema_rx.await {
+            Ok(started) => started?,
+            // The task ended without a word: it timed out, was cancelled or panicked.
+            Err(_) => {
+                return Err(match (&mut task).await {
+                    Ok(()) => Error::Internal("the query ended before it started".into()),
+                    Err(end) => self.task_error(end),
+                });
             }
         };
-        let Planned { ctx, plan } = planned;
-        let out_schema = Arc::clone(&schema);
-        let runs = futures::stream::iter(rows).then(move |values| {
-            let ctx = ctx.clone();
-            let plan = plan.clone();
+        let timeout = self.limits.query_timeout;
+        let running = Arc::clone(&self.running);
+        let stream = futures::stream::unfold(Some((batches_rx, task)), move |state| {
+            let running = Arc::clone(&running);
             async move {
-                let plan = plan.with_param_values(values).map_err(Error::Query)?;
-                let frame = ctx.execute_logical_plan(plan).await.map_err(Error::Query)?;
-                let stream = frame.execute_stream().await.map_err(Error::Query)?;
-                Ok::<_, Error>(stream.map_err(Error::Query))
+                let (mut rx, mut task) = state?;
+                match rx.recv().await {
+                    Some(Ok(batch)) => Some((Ok(batch), Some((rx, task)))),
+                    Some(Err(e)) => Some((Err(e), None)),
+                    // The producer ended: normally, or aborted (deadline, cancel) or panicked.
+                    None => match (&mut task).await {
+                        Ok(()) => None,
+                        Err(end) => Some((Err(task_error(end, timeout, &running)), None)),
+                    },
+                }
             }
         });
-        let batches = runs.try_flatten().and_then(move |batch| {
-            let schema = Arc::clone(&out_schema);
-            async move { to_wire(&batch, &schema) }
-        });
-        let limited = limit(
-            batches.boxed(),
-            Guard {
-                _permit: permit,
-                deadline,
-                timeout: self.limits.query_timeout,
-                max_rows: self.limits.max_result_rows,
-                max_bytes: self.limits.max_result_bytes,
-                rows: 0,
-                bytes: 0,
-            },
-        );
-        Ok((schema, limited))
+        Ok((schema, stream.boxed()))
     }
 }
 
-/// What a running result is allowed, and what it has used.
-struct Guard {
-    _permit: OwnedSemaphorePermit,
-    deadline: Instant,
-    timeout: Duration,
+/// The error of a query task that ended without its value.
+fn task_error(end: TaskEnd, timeout: Duration, running: &Running) -> Error {
+    match end {
+        TaskEnd::TimedOut => Error::Timeout(timeout),
+        TaskEnd::Cancelled if running.stopping.load(Ordering::SeqCst) => Error::ShuttingDown,
+        TaskEnd::Cancelled => Error::Cancelled("the query was cancelled".into()),
+        TaskEnd::Panicked(message) => {
+            tracing::error!(%message, "a query task panicked");
+            Error::Internal("the query failed because of a server bug; it is logged".into())
+        }
+    }
+}
+
+/// Plans `sql` and starts it: the wire schema and the batches of every parameter row in turn.
+async fn start(
+    ctx: SessionContext,
+    sql: &str,
+    params: Option<RecordBatch>,
+) -> Result<(SchemaRef, ResultStream), Error> {
+    let plan = plan(&ctx, sql).await?;
+    let schema = wire_schema(plan.schema().as_arrow());
+    let expected = parameter_schema(&plan)?;
+    let rows = match &params {
+        Some(batch) if batch.num_rows() > 0 => parameter_rows(batch, &expected)?,
+        _ if expected.fields().is_empty() => vec![ParamValues::List(vec![])],
+        _ => {
+            return Err(Error::InvalidRequest(format!(
+                "the query has {} parameter(s) but no values were bound",
+                expected.fields().len()
+            )));
+        }
+    };
+    let runs = futures::stream::iter(rows).then(move |values| {
+        let ctx = ctx.clone();
+        let plan = plan.clone();
+        async move {
+            let plan = plan.with_param_values(values).map_err(Error::Query)?;
+            let frame = ctx.execute_logical_plan(plan).await.map_err(Error::Query)?;
+            let stream = frame.execute_stream().await.map_err(Error::Query)?;
+            Ok::<_, Error>(stream.map(|item| item.map_err(Error::Query)))
+        }
+    });
+    let batches = futures::TryStreamExt::try_flatten(runs);
+    Ok((schema, batches.boxed()))
+}
+
+/// What a result may still grow by.
+struct Budget {
     max_rows: Option<u64>,
     max_bytes: Option<u64>,
     rows: u64,
     bytes: u64,
 }
 
-/// Ends `inner` with an error at the deadline or when the result grows past its limits.
-fn limit(inner: ResultStream, guard: Guard) -> ResultStream {
-    futures::stream::unfold(Some((inner, guard)), |state| async move {
-        let (mut inner, mut guard) = state?;
-        let next = tokio::time::timeout_at(guard.deadline, inner.next()).await;
-        let item = match next {
-            Err(_) => Err(Error::Timeout(guard.timeout)),
-            Ok(None) => return None,
-            Ok(Some(Err(e))) => Err(e),
-            Ok(Some(Ok(batch))) => {
-                guard.rows += batch.num_rows() as u64;
-                guard.bytes += batch.get_array_memory_size() as u64;
-                match (guard.max_rows, guard.max_bytes) {
-                    (Some(max), _) if guard.rows > max => {
-                        Err(Error::ResultTooLarge(format!("{max} rows")))
-                    }
-                    (_, Some(max)) if guard.bytes > max => {
-                        Err(Error::ResultTooLarge(format!("{max} bytes")))
-                    }
-                    _ => Ok(batch),
-                }
+impl Budget {
+    /// Counts `batch` against the limits.
+    fn spend(&mut self, batch: RecordBatch) -> Result<RecordBatch, Error> {
+        self.rows += batch.num_rows() as u64;
+        self.bytes += batch.get_array_memory_size() as u64;
+        match (self.max_rows, self.max_bytes) {
+            (Some(max), _) if self.rows > max => Err(Error::ResultTooLarge(format!("{max} rows"))),
+            (_, Some(max)) if self.bytes > max => {
+                Err(Error::ResultTooLarge(format!("{max} bytes")))
             }
-        };
-        // After an error the stream ends (and releases its permit).
-        let state = item.is_ok().then_some((inner, guard));
-        Some((item, state))
-    })
-    .boxed()
+            _ => Ok(batch),
+        }
+    }
 }
 
 /// Turns each row of a bound parameter batch into positional values, cast to the types the

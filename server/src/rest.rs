@@ -41,7 +41,7 @@ use shop_api::{ProductApi, PurchaseApi, SellerApi};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Status};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Permission};
 
 /// Largest request body.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -205,17 +205,25 @@ pub fn code_name(code: Code) -> &'static str {
 
 type Reply = Result<Response, ApiError>;
 
-/// The middleware in front of every `/v1` route: the credentials of the gRPC port.
+/// The middleware in front of every `/v1` route: the credentials of the gRPC port; reads need
+/// the reader role, writes (POST, PATCH, …) the writer role.
 async fn authorize(
     State(g): State<Gateway>,
     request: axum::extract::Request,
     next: middleware::Next,
 ) -> Response {
-    match g
-        .auth
-        .check(&MetadataMap::from_headers(request.headers().clone()))
-    {
-        Ok(()) => next.run(request).await,
+    let need = if request.method().is_safe() {
+        Permission::Read
+    } else {
+        Permission::Write
+    };
+    let peer = crate::auth::peer_ip(request.extensions());
+    match g.auth.authorize(
+        &MetadataMap::from_headers(request.headers().clone()),
+        peer,
+        need,
+    ) {
+        Ok(_) => next.run(request).await,
         Err(e) => ApiError::from(Status::from(e)).into_response(),
     }
 }
@@ -269,17 +277,20 @@ fn body_fields(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
-    if let Some(kind) = headers.get(header::CONTENT_TYPE)
-        && !kind
-            .to_str()
+    // Required, not assumed: a browser's cross-site form post (text/plain, urlencoded) must
+    // not reach a write, and those are the types a page may send without asking.
+    let is_json = headers.get(header::CONTENT_TYPE).is_some_and(|kind| {
+        kind.to_str()
             .unwrap_or("")
+            .trim()
             .to_ascii_lowercase()
             .starts_with("application/json")
-    {
+    });
+    if !is_json {
         return Err(ApiError::with_status(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Status::invalid_argument(
-                "the request body must be JSON (Content-Type: application/json)",
+                "the request body must be JSON, sent with Content-Type: application/json",
             ),
         ));
     }

@@ -1,10 +1,10 @@
-//! The gRPC server: the Flight SQL service behind authentication, with `GetSchema`, TLS,
-//! keep-alives and graceful shutdown.
+//! The gRPC server: the Flight SQL service and the shop API behind authentication, with
+//! `GetSchema`, TLS, connection limits, keep-alives and graceful shutdown.
 //!
 //! arrow-flight's blanket `FlightService` for a `FlightSqlService` answers `GetSchema` with
-//! UNIMPLEMENTED and has no hook for checking credentials on every call, so [`ShopFlight`]
-//! implements `FlightService` itself: it checks the caller, then delegates to the Flight SQL
-//! dispatch, and answers `GetSchema` from the planner.
+//! UNIMPLEMENTED, so [`ShopFlight`] implements `FlightService` itself: it delegates to the Flight
+//! SQL dispatch and answers `GetSchema` from the planner. Credentials and permissions are checked
+//! for every gRPC call in front of all services ([`crate::edge`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +21,6 @@ use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -30,7 +29,10 @@ use shop_api::pb::purchase_service_server::PurchaseServiceServer;
 use shop_api::pb::seller_service_server::SellerServiceServer;
 
 use crate::auth::{AuthConfig, Authenticator};
+use crate::conn::ConnectionLimits;
+use crate::edge::EdgeLayer;
 use crate::error::Error;
+use crate::executor::QueryExecutor;
 use crate::query::{Engine, Limits};
 use crate::service::SqlService;
 
@@ -44,6 +46,10 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     pub tls: Option<TlsConfig>,
     pub limits: Limits,
+    /// Connection limits of each port.
+    pub connections: ConnectionLimits,
+    /// On shutdown, how long running calls may go on before their queries are cancelled.
+    pub shutdown_grace: Duration,
     pub catalog: LakeCatalogOptions,
     /// Address of the REST/JSON gateway of the shop API; `None`: no gateway.
     pub http_listen: Option<SocketAddr>,
@@ -102,6 +108,8 @@ pub enum StartError {
     HttpTls(String),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(tonic_reflection::server::Error),
+    #[error("cannot start the query threads: {0}")]
+    Executor(std::io::Error),
 }
 
 /// gRPC service name of Flight, for the health service.
@@ -116,7 +124,14 @@ pub struct RunningServer {
     tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     /// The catalog refresher and the REST port's TLS accept loop.
     background: Vec<JoinHandle<()>>,
+    engine: Arc<Engine>,
+    executor: Arc<QueryExecutor>,
+    shutdown_grace: Duration,
 }
+
+/// After the grace period and the cancellation of the queries, how long the connections get to
+/// close before they are dropped.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 impl RunningServer {
     /// The bound address (useful with port 0).
@@ -135,7 +150,13 @@ impl RunningServer {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Stops accepting calls, lets running calls finish, and waits for the server to end.
+    /// Queries planned or running now.
+    pub fn running_queries(&self) -> usize {
+        self.engine.running()
+    }
+
+    /// Stops accepting calls and lets running calls finish for the grace period; then cancels
+    /// the queries still running, gives the connections a few seconds to close, and ends.
     pub async fn stop(self) -> Result<(), tonic::transport::Error> {
         for stop in self.stop {
             let _ = stop.send(());
@@ -143,12 +164,38 @@ impl RunningServer {
         for task in &self.background {
             task.abort();
         }
-        let mut result = Ok(());
-        for task in self.tasks {
-            if let Ok(Err(e)) = task.await {
-                result = Err(e);
+        let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
+        let tasks = self.tasks;
+        let mut wait_all = std::pin::pin!(async move {
+            let mut result = Ok(());
+            for task in tasks {
+                if let Ok(Err(e)) = task.await {
+                    result = Err(e);
+                }
             }
-        }
+            result
+        });
+        let result = match tokio::time::timeout(self.shutdown_grace, &mut wait_all).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    grace = ?self.shutdown_grace,
+                    "calls still running after the shutdown grace period; cancelling their queries"
+                );
+                self.engine.cancel_all();
+                match tokio::time::timeout(SHUTDOWN_DRAIN, &mut wait_all).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!("connections still open; closing them");
+                        for abort in &aborts {
+                            abort.abort();
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        };
+        self.executor.shutdown();
         result
     }
 
@@ -185,10 +232,21 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         api_limits,
     );
     let sellers = shop_api::SellerApi::new(config.api.postgres.clone());
-    let engine = Arc::new(Engine::new(&lake, catalog, config.limits.clone()));
+    let executor = Arc::new(
+        QueryExecutor::new(QueryExecutor::threads_for(
+            config.limits.max_concurrent_queries,
+        ))
+        .map_err(StartError::Executor)?,
+    );
+    let engine = Arc::new(Engine::new(
+        &lake,
+        catalog,
+        config.limits.clone(),
+        Arc::clone(&executor),
+    ));
     let auth = Arc::new(Authenticator::new(config.auth.clone()));
     let service = ShopFlight {
-        sql: Arc::new(SqlService::new(engine, Arc::clone(&auth))),
+        sql: Arc::new(SqlService::new(Arc::clone(&engine), Arc::clone(&auth))),
     };
 
     let listener = TcpListener::bind(config.listen)
@@ -229,7 +287,10 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         // JDBC forwards connection properties as headers; the 8 KiB default is too small.
-        .http2_max_header_list_size(64 * 1024);
+        .http2_max_header_list_size(64 * 1024)
+        // A client that opens and resets streams in a loop (the HTTP/2 rapid-reset attack).
+        .http2_max_pending_accept_reset_streams(Some(100))
+        .max_concurrent_streams(Some(256));
     if let Some(identity) = &identity {
         builder = builder
             .tls_config(ServerTlsConfig::new().identity(identity.clone()))
@@ -238,15 +299,8 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // The shop API on the same port, behind the same authentication; health and reflection
-    // are open, as load balancers and grpcurl expect.
-    let check = {
-        let auth = Arc::clone(&auth);
-        move |request: Request<()>| {
-            auth.check(request.metadata()).map_err(Status::from)?;
-            Ok(request)
-        }
-    };
+    // The shop API on the same port, behind the same authentication (crate::edge); health and
+    // reflection are open, as load balancers and grpcurl expect.
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in std::iter::once(FLIGHT_SERVICE).chain(shop_api::SERVICE_NAMES) {
         health
@@ -276,29 +330,20 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let router = builder
+        .layer(EdgeLayer::new(Arc::clone(&auth)))
         .add_service(flight)
-        .add_service(ProductServiceServer::with_interceptor(
-            products,
-            check.clone(),
-        ))
-        .add_service(PurchaseServiceServer::with_interceptor(
-            purchases,
-            check.clone(),
-        ))
-        .add_service(SellerServiceServer::with_interceptor(sellers, check))
+        .add_service(ProductServiceServer::new(products))
+        .add_service(PurchaseServiceServer::new(purchases))
+        .add_service(SellerServiceServer::new(sellers))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    let grpc_incoming = crate::conn::incoming(listener, config.connections, "gRPC");
     let mut tasks = vec![tokio::spawn(async move {
         router
-            // TCP_NODELAY on every accepted socket: without it small replies wait for delayed
-            // ACKs (~40 ms a call). The builder's tcp_nodelay does not apply to own listeners.
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    let _ = stopped.await;
-                },
-            )
+            .serve_with_incoming_shutdown(grpc_incoming, async {
+                let _ = stopped.await;
+            })
             .await
     })];
     let mut stops = vec![stop];
@@ -309,7 +354,12 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         // (crate::http_tls) so that HTTP/1.1-only clients can negotiate it.
         let router = Server::builder()
             .accept_http1(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .http2_max_pending_accept_reset_streams(Some(100))
+            .max_concurrent_streams(Some(256))
             .add_routes(crate::rest::router(gateway).into());
+        let accepted = crate::conn::incoming(listener, config.connections, "REST");
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);
         let shutdown = async {
@@ -317,7 +367,7 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         };
         match http_acceptor {
             Some(acceptor) => {
-                let (incoming, accept) = crate::http_tls::incoming(listener, acceptor);
+                let (incoming, accept) = crate::http_tls::incoming(accepted, acceptor);
                 background.push(accept);
                 tasks.push(tokio::spawn(async move {
                     router
@@ -327,10 +377,7 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
             }
             None => tasks.push(tokio::spawn(async move {
                 router
-                    .serve_with_incoming_shutdown(
-                        TcpIncoming::from(listener).with_nodelay(Some(true)),
-                        shutdown,
-                    )
+                    .serve_with_incoming_shutdown(accepted, shutdown)
                     .await
             })),
         }
@@ -344,6 +391,9 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         stop: stops,
         tasks,
         background,
+        engine,
+        executor,
+        shutdown_grace: config.shutdown_grace,
     })
 }
 
@@ -376,15 +426,6 @@ pub struct ShopFlight {
     sql: Arc<SqlService>,
 }
 
-impl ShopFlight {
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        self.sql
-            .authenticator()
-            .check(request.metadata())
-            .map_err(Status::from)
-    }
-}
-
 type Inner = SqlService;
 
 #[tonic::async_trait]
@@ -406,9 +447,8 @@ impl FlightService for ShopFlight {
 
     async fn list_flights(
         &self,
-        request: Request<Criteria>,
+        _request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        self.authorize(&request)?;
         Err(Error::Unsupported(
             "ListFlights is not supported: use Flight SQL commands (GetTables, statements)".into(),
         )
@@ -419,7 +459,6 @@ impl FlightService for ShopFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
         FlightService::get_flight_info(self.sql.as_ref(), request).await
     }
 
@@ -427,7 +466,6 @@ impl FlightService for ShopFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        self.authorize(&request)?;
         // Queries are planned synchronously, so the answer is always complete.
         let descriptor = request.get_ref().clone();
         let info = FlightService::get_flight_info(self.sql.as_ref(), request)
@@ -445,7 +483,6 @@ impl FlightService for ShopFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        self.authorize(&request)?;
         let schema = self.sql.schema_of(request.get_ref()).await?;
         let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
@@ -457,7 +494,7 @@ impl FlightService for ShopFlight {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        self.authorize(&request)?;
+        crate::service::check_ticket(&request.get_ref().ticket)?;
         FlightService::do_get(self.sql.as_ref(), request).await
     }
 
@@ -465,15 +502,13 @@ impl FlightService for ShopFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        self.authorize(&request)?;
         FlightService::do_put(self.sql.as_ref(), request).await
     }
 
     async fn do_exchange(
         &self,
-        request: Request<Streaming<FlightData>>,
+        _request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        self.authorize(&request)?;
         Err(Error::Unsupported("DoExchange is not supported".into()).into())
     }
 
@@ -481,15 +516,13 @@ impl FlightService for ShopFlight {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        self.authorize(&request)?;
         FlightService::do_action(self.sql.as_ref(), request).await
     }
 
     async fn list_actions(
         &self,
-        request: Request<Empty>,
+        _request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        self.authorize(&request)?;
         let actions = ["CreatePreparedStatement", "ClosePreparedStatement"].map(|name| {
             Ok(ActionType {
                 r#type: name.into(),

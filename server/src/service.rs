@@ -1,10 +1,13 @@
 //! The Flight SQL service: statements, prepared statements and metadata over the lake.
 //!
 //! Statement and prepared-statement handles are stateless: a handle carries the SQL text and,
-//! once parameters are bound with `DoPut`, the parameter batch (Arrow IPC), so any server can
-//! answer any handle. For clients that keep using the handle they got from
+//! once parameters are bound with `DoPut`, the parameter batch (Arrow IPC). Handles are built by
+//! the client's library from bytes this server sent, so each carries an HMAC under a key made
+//! when the process starts: a handle that was changed, or made up, is refused with
+//! INVALID_ARGUMENT before any of it is decoded, and the parameter bytes inside a handle are
+//! always ones this server wrote. For clients that keep using the handle they got from
 //! `CreatePreparedStatement` after binding, the last bound parameters are also remembered by the
-//! handle's id, in a bounded table.
+//! handle's id, in a table bounded in entries and bytes.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -17,7 +20,6 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{
     DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions, StreamWriter,
 };
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
@@ -40,16 +42,20 @@ use arrow_flight::{
 use datafusion::catalog::CatalogProvider;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
+use ring::hmac;
 use shop_lake::layout;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Authenticator;
 use crate::error::Error;
 use crate::metadata::{self, SQL_INFO, TABLE_TYPE, TABLE_TYPES, XDBC_TYPES};
-use crate::query::{Engine, Planned};
+use crate::params;
+use crate::query::Engine;
 
 /// Bound parameter sets remembered by handle id.
 const MAX_BOUND: usize = 10_000;
+/// Bytes of bound parameters remembered in all.
+const MAX_BOUND_BYTES: usize = 64 << 20;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
@@ -63,16 +69,49 @@ struct Handle {
     params: Vec<u8>,
     #[prost(uint64, tag = "3")]
     id: u64,
+    /// HMAC-SHA256 of the handle's encoding without this field.
+    #[prost(bytes = "vec", tag = "4")]
+    mac: Vec<u8>,
 }
 
-impl Handle {
-    fn decode_from(bytes: &[u8]) -> Result<Self, Error> {
-        Handle::decode(bytes).map_err(|_| {
+/// Signs and checks handles with a key of this process.
+struct HandleKey(hmac::Key);
+
+impl std::fmt::Debug for HandleKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandleKey(…)")
+    }
+}
+
+impl HandleKey {
+    fn random() -> Self {
+        Self(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            &rand::random::<[u8; 32]>(),
+        ))
+    }
+
+    /// The handle's bytes, signed.
+    fn seal(&self, mut handle: Handle) -> Vec<u8> {
+        handle.mac.clear();
+        let tag = hmac::sign(&self.0, &handle.encode_to_vec());
+        handle.mac = tag.as_ref().to_vec();
+        handle.encode_to_vec()
+    }
+
+    /// The handle in `bytes`, if this server signed it.
+    fn open(&self, bytes: &[u8]) -> Result<Handle, Error> {
+        let refused = || {
             Error::InvalidRequest(
-                "the statement handle is not one this server issued; prepare the statement again"
+                "the statement handle is not one this server issued (or the server restarted); \
+                 prepare the statement again"
                     .into(),
             )
-        })
+        };
+        let mut handle = Handle::decode(bytes).map_err(|_| refused())?;
+        let mac = std::mem::take(&mut handle.mac);
+        hmac::verify(&self.0, &handle.encode_to_vec(), &mac).map_err(|_| refused())?;
+        Ok(handle)
     }
 }
 
@@ -81,6 +120,7 @@ impl Handle {
 struct BoundParams {
     by_id: HashMap<u64, Vec<u8>>,
     order: VecDeque<u64>,
+    bytes: usize,
 }
 
 /// The Flight SQL implementation.
@@ -89,6 +129,7 @@ pub struct SqlService {
     engine: Arc<Engine>,
     auth: Arc<Authenticator>,
     bound: Mutex<BoundParams>,
+    key: HandleKey,
 }
 
 impl SqlService {
@@ -97,7 +138,13 @@ impl SqlService {
             engine,
             auth,
             bound: Mutex::default(),
+            key: HandleKey::random(),
         }
+    }
+
+    /// The query engine (for shutdown).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     pub fn authenticator(&self) -> &Authenticator {
@@ -106,24 +153,32 @@ impl SqlService {
 
     fn remember(&self, id: u64, params: Vec<u8>) {
         let mut bound = self.bound.lock().expect("bound lock poisoned");
-        if bound.by_id.insert(id, params).is_none() {
-            bound.order.push_back(id);
+        let size = params.len();
+        match bound.by_id.insert(id, params) {
+            Some(old) => bound.bytes -= old.len(),
+            None => bound.order.push_back(id),
         }
-        while bound.order.len() > MAX_BOUND {
-            if let Some(old) = bound.order.pop_front() {
-                bound.by_id.remove(&old);
+        bound.bytes += size;
+        while bound.order.len() > MAX_BOUND || bound.bytes > MAX_BOUND_BYTES {
+            let Some(old) = bound.order.pop_front() else {
+                break;
+            };
+            if let Some(dropped) = bound.by_id.remove(&old) {
+                bound.bytes -= dropped.len();
             }
         }
     }
 
     fn forget(&self, id: u64) {
         let mut bound = self.bound.lock().expect("bound lock poisoned");
-        if bound.by_id.remove(&id).is_some() {
+        if let Some(dropped) = bound.by_id.remove(&id) {
+            bound.bytes -= dropped.len();
             bound.order.retain(|x| *x != id);
         }
     }
 
-    /// The parameters of a handle: carried in it, or remembered for its id.
+    /// The parameters of a handle: carried in it, or remembered for its id. Either way the bytes
+    /// are ones this server wrote (the handle is signed).
     fn params_of(&self, handle: &Handle) -> Result<Option<RecordBatch>, Error> {
         let bytes = if handle.params.is_empty() {
             let guard = self.bound.lock().expect("bound lock poisoned");
@@ -147,7 +202,7 @@ impl SqlService {
 
     async fn stream_query(&self, handle: Handle) -> Result<Response<DoGetStream>, Status> {
         let params = self.params_of(&handle)?;
-        let (schema, batches) = self.engine.execute(&handle.sql, params.as_ref()).await?;
+        let (schema, batches) = self.engine.execute(&handle.sql, params).await?;
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(Arc::clone(&schema))
             .build(batches.map_err(|e| FlightError::Tonic(Box::new(Status::from(e)))))
@@ -163,10 +218,10 @@ impl SqlService {
         })?;
         let command = Command::try_from(any).map_err(Error::Arrow)?;
         Ok(match command {
-            Command::CommandStatementQuery(q) => self.engine.plan(&q.query).await?.wire_schema(),
+            Command::CommandStatementQuery(q) => self.engine.describe(&q.query).await?.schema,
             Command::CommandPreparedStatementQuery(q) => {
-                let handle = Handle::decode_from(&q.prepared_statement_handle)?;
-                self.engine.plan(&handle.sql).await?.wire_schema()
+                let handle = self.key.open(&q.prepared_statement_handle)?;
+                self.engine.describe(&handle.sql).await?.schema
             }
             Command::CommandGetCatalogs(q) => q.into_builder().schema(),
             Command::CommandGetDbSchemas(q) => q.into_builder().schema(),
@@ -214,6 +269,26 @@ impl SqlService {
         }
         Ok(builder.build().map_err(Error::from)?)
     }
+}
+
+/// Refuses a ticket that is not exactly one this server put in a `FlightInfo`: it must decode
+/// to a known Flight SQL command and encode back to the same bytes (so nothing was changed or
+/// appended). Statement handles inside are, besides, signed.
+pub fn check_ticket(bytes: &[u8]) -> Result<(), Error> {
+    let refused = || {
+        Error::InvalidRequest(
+            "the ticket is not one this server issued; call GetFlightInfo again".into(),
+        )
+    };
+    let any = Any::decode(bytes).map_err(|_| refused())?;
+    if any.encode_to_vec() != bytes {
+        return Err(refused());
+    }
+    let command = Command::try_from(any).map_err(|_| refused())?;
+    if matches!(command, Command::Unknown(_)) || command.into_any().encode_to_vec() != bytes {
+        return Err(refused());
+    }
+    Ok(())
 }
 
 /// Sends an empty record batch whenever `inner` has been silent for `every` after its first
@@ -313,7 +388,8 @@ impl FlightSqlService for SqlService {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        let token = self.auth.handshake(request.metadata())?;
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let token = self.auth.handshake(request.metadata(), peer)?;
         let payload = token.clone().unwrap_or_default().into_bytes();
         let reply = HandshakeResponse {
             protocol_version: 0,
@@ -336,17 +412,18 @@ impl FlightSqlService for SqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let planned: Planned = self.engine.plan(&query.query).await?;
+        let described = self.engine.describe(&query.query).await?;
         let handle = Handle {
             sql: query.query,
             params: Vec::new(),
             id: 0,
+            mac: Vec::new(),
         };
         let ticket = TicketStatementQuery {
-            statement_handle: handle.encode_to_vec().into(),
+            statement_handle: self.key.seal(handle).into(),
         };
         flight_info(
-            &planned.wire_schema(),
+            &described.schema,
             ticket.as_any().encode_to_vec(),
             request.into_inner(),
         )
@@ -357,10 +434,10 @@ impl FlightSqlService for SqlService {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let handle = Handle::decode_from(&cmd.prepared_statement_handle)?;
-        let planned = self.engine.plan(&handle.sql).await?;
+        let handle = self.key.open(&cmd.prepared_statement_handle)?;
+        let described = self.engine.describe(&handle.sql).await?;
         flight_info(
-            &planned.wire_schema(),
+            &described.schema,
             cmd.as_any().encode_to_vec(),
             request.into_inner(),
         )
@@ -487,7 +564,7 @@ impl FlightSqlService for SqlService {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.stream_query(Handle::decode_from(&ticket.statement_handle)?)
+        self.stream_query(self.key.open(&ticket.statement_handle)?)
             .await
     }
 
@@ -496,7 +573,7 @@ impl FlightSqlService for SqlService {
         query: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.stream_query(Handle::decode_from(&query.prepared_statement_handle)?)
+        self.stream_query(self.key.open(&query.prepared_statement_handle)?)
             .await
     }
 
@@ -634,12 +711,9 @@ impl FlightSqlService for SqlService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let handle = Handle::decode_from(&query.prepared_statement_handle)?;
-        let stream = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
-            .try_collect()
-            .await
-            .map_err(|e| Error::InvalidRequest(format!("cannot read the bound parameters: {e}")))?;
+        let handle = self.key.open(&query.prepared_statement_handle)?;
+        let messages = params::read(request.into_inner()).await?;
+        let batches = params::decode(&messages)?;
         let Some(first) = batches.first() else {
             return Err(Error::InvalidRequest("DoPut carried no parameter batch".into()).into());
         };
@@ -657,7 +731,7 @@ impl FlightSqlService for SqlService {
         }
         let bound = Handle { params, ..handle };
         Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(bound.encode_to_vec().into()),
+            prepared_statement_handle: Some(self.key.seal(bound).into()),
         })
     }
 
@@ -682,16 +756,17 @@ impl FlightSqlService for SqlService {
         query: ActionCreatePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let planned = self.engine.plan(&query.query).await?;
-        let dataset_schema = ipc_schema(&planned.wire_schema())?;
-        let parameter_schema = ipc_schema(&planned.parameter_schema()?)?;
+        let described = self.engine.describe(&query.query).await?;
+        let dataset_schema = ipc_schema(&described.schema)?;
+        let parameter_schema = ipc_schema(&described.parameters?)?;
         let handle = Handle {
             sql: query.query,
             params: Vec::new(),
             id: rand::random::<u64>().max(1),
+            mac: Vec::new(),
         };
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: handle.encode_to_vec().into(),
+            prepared_statement_handle: self.key.seal(handle).into(),
             dataset_schema,
             parameter_schema,
         })
@@ -702,7 +777,7 @@ impl FlightSqlService for SqlService {
         query: ActionClosePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<(), Status> {
-        let handle = Handle::decode_from(&query.prepared_statement_handle)?;
+        let handle = self.key.open(&query.prepared_statement_handle)?;
         self.forget(handle.id);
         Ok(())
     }
@@ -719,4 +794,58 @@ impl FlightSqlService for SqlService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> Handle {
+        Handle {
+            sql: "SELECT 1".into(),
+            params: Vec::new(),
+            id: 42,
+            mac: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn handles_are_signed_and_checked() {
+        let key = HandleKey::random();
+        let sealed = key.seal(handle());
+        let opened = key.open(&sealed).unwrap();
+        assert_eq!((opened.sql.as_str(), opened.id), ("SELECT 1", 42));
+        // Another process's key, a changed byte, a made-up handle: refused.
+        assert!(HandleKey::random().open(&sealed).is_err());
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                matches!(key.open(&bad), Err(Error::InvalidRequest(_))),
+                "byte {i}"
+            );
+        }
+        assert!(key.open(&handle().encode_to_vec()).is_err());
+        assert!(key.open(b"\xff\xff\xff").is_err());
+    }
+
+    #[test]
+    fn tickets_must_be_exactly_what_was_issued() {
+        let key = HandleKey::random();
+        let ticket = TicketStatementQuery {
+            statement_handle: key.seal(handle()).into(),
+        }
+        .as_any()
+        .encode_to_vec();
+        check_ticket(&ticket).unwrap();
+        let mut appended = ticket.clone();
+        appended.extend_from_slice(&[0x28, 0x01]);
+        assert!(check_ticket(&appended).is_err());
+        let mut renamed = ticket.clone();
+        let at = renamed.iter().position(|b| *b == b'T').unwrap();
+        renamed[at] = b'X';
+        assert!(check_ticket(&renamed).is_err());
+        assert!(check_ticket(b"").is_err());
+        assert!(check_ticket(&[0x0a, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
 }

@@ -42,6 +42,8 @@ async fn fixture(configure: impl FnOnce(&mut ServerConfig)) -> Fixture {
         auth: AuthConfig::default(),
         tls: None,
         limits: Limits::default(),
+        connections: Default::default(),
+        shutdown_grace: std::time::Duration::from_secs(10),
         catalog: LakeCatalogOptions {
             refresh_interval: Duration::from_millis(100),
             ..Default::default()
@@ -502,6 +504,7 @@ async fn authentication_is_required_when_users_are_configured() {
         c.auth = AuthConfig {
             users: AuthConfig::parse_users("alice:secret").unwrap(),
             token_ttl: Duration::from_secs(60),
+            ..AuthConfig::default()
         };
     })
     .await;

@@ -36,9 +36,12 @@ async fn health_reflection_and_an_authenticated_product_service() {
         auth: AuthConfig {
             users: AuthConfig::parse_users("alice:secret").unwrap(),
             token_ttl: Duration::from_secs(60),
+            ..AuthConfig::default()
         },
         tls: None,
         limits: Limits::default(),
+        connections: Default::default(),
+        shutdown_grace: std::time::Duration::from_secs(10),
         catalog: LakeCatalogOptions::default(),
         http_listen: None,
         api: Default::default(),

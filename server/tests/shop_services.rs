@@ -54,6 +54,8 @@ fn config(backends: ApiBackends, auth: AuthConfig) -> ServerConfig {
         auth,
         tls: None,
         limits: Default::default(),
+        connections: Default::default(),
+        shutdown_grace: std::time::Duration::from_secs(10),
         catalog: Default::default(),
         http_listen: Some("127.0.0.1:0".parse().unwrap()),
         api: backends,
@@ -816,6 +818,7 @@ async fn the_rest_gateway_checks_credentials() {
     let auth = AuthConfig {
         users: AuthConfig::parse_users("alice:secret").unwrap(),
         token_ttl: Duration::from_secs(60),
+        ..AuthConfig::default()
     };
     let server = shop_server::start(lake, config(ApiBackends::default(), auth))
         .await

@@ -252,6 +252,8 @@ async fn flight_sql_serves_a_lake_on_s3() {
             auth: Default::default(),
             tls: None,
             limits: Default::default(),
+            connections: Default::default(),
+            shutdown_grace: std::time::Duration::from_secs(10),
             catalog: Default::default(),
             http_listen: None,
             api: Default::default(),

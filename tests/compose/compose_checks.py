@@ -50,6 +50,10 @@ SEED_PORTS = {
 }
 # Host ports kept for services still to come: only a shop-analytics service may publish them.
 RESERVED_PORTS = {8000: "the shop REST API"}
+# Every host port is published on loopback unless the operator sets this variable (and then
+# real passwords, SHOP_AUTH_USERS and TLS): "${SHOP_BIND_ADDRESS:-127.0.0.1}:9000:9000".
+BIND_VARIABLE = "SHOP_BIND_ADDRESS"
+LOOPBACK = "127.0.0.1"
 LONG_RUNNING_RESTARTS = {"always", "unless-stopped"}
 
 
@@ -794,6 +798,26 @@ def check_seed_ports(project: Project) -> list[str]:
     return problems
 
 
+def check_loopback_ports(project: Project) -> list[str]:
+    """Without a .env, nothing is published beyond this machine: every published port binds
+    to 127.0.0.1 (written as ``${SHOP_BIND_ADDRESS:-127.0.0.1}:host:container`` so an
+    operator can choose other interfaces on purpose)."""
+    problems = []
+    for name, service in project.services.items():
+        for port in ports_of(service):
+            if port.host_ip == LOOPBACK:
+                continue
+            where = f"on {port.host_ip}" if port.host_ip else "on all interfaces"
+            host = port.host if port.host is not None else port.container
+            suffix = "" if port.protocol == "tcp" else f"/{port.protocol}"
+            problems.append(
+                f"service {name!r} publishes {port.container}/{port.protocol} {where} by default; "
+                f"bind it to loopback: "
+                f"\"${{{BIND_VARIABLE}:-{LOOPBACK}}}:{host}:{port.container}{suffix}\""
+            )
+    return problems
+
+
 def check_shop_env(project: Project) -> list[str]:
     if not project.app_env:
         return [
@@ -1101,6 +1125,7 @@ ALL_CHECKS = (
     check_one_shot_jobs_are_adopted,
     check_host_ports,
     check_seed_ports,
+    check_loopback_ports,
     check_shop_env,
     check_s3_lake,
     check_s3_credentials,

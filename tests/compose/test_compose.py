@@ -55,6 +55,10 @@ def test_seed_ports_are_published(project):
     assert_no_problems(cc.check_seed_ports(project))
 
 
+def test_every_published_port_binds_to_loopback_by_default(project):
+    assert_no_problems(cc.check_loopback_ports(project))
+
+
 def test_shop_variables_are_ones_the_app_reads(project):
     assert_no_problems(cc.check_shop_env(project))
 
@@ -106,6 +110,16 @@ def dockerfile(old: str, new: str):
         text = p.read("Dockerfile")
         assert old in text, f"{old!r} is not in the Dockerfile any more; update this test"
         p.overrides["Dockerfile"] = text.replace(old, new)
+
+    return mutate
+
+
+def compose_text(old: str, new: str):
+    """A mutation of the YAML text itself (before interpolation), as a user's edit would be."""
+    def mutate(p: cc.Project) -> None:
+        text = (cc.REPO / cc.COMPOSE_FILE).read_text()
+        assert old in text, f"{old!r} is not in {cc.COMPOSE_FILE} any more; update this test"
+        p.compose = cc.load_compose(text.replace(old, new))
 
     return mutate
 
@@ -170,6 +184,23 @@ BROKEN = [
      r"host port 50051/tcp is published by 'postgres' and by 'server'"),
     ("duplicate-port-with-ip", cc.check_host_ports,
      setting(S, "kafka", "ports", ["127.0.0.1:5432:9092"]), r"host port 5432/tcp"),
+    ("port-on-all-interfaces", cc.check_loopback_ports, setting(S, "postgres", "ports", ["5432:5432"]),
+     r"'postgres' publishes 5432/tcp on all interfaces by default; bind it to loopback: "
+     r"\"\$\{SHOP_BIND_ADDRESS:-127\.0\.0\.1\}:5432:5432\""),
+    ("port-on-wildcard-ip", cc.check_loopback_ports,
+     setting(S, "server", "ports", ["127.0.0.1:50051:50051", "0.0.0.0:8000:8000"]),
+     r"'server' publishes 8000/tcp on 0\.0\.0\.0 by default"),
+    ("port-on-ipv6-wildcard", cc.check_loopback_ports, setting(S, "kafka", "ports", ["[::]:29092:29092"]),
+     r"'kafka' publishes 29092/tcp on :: by default"),
+    ("port-random-host-port", cc.check_loopback_ports, setting(S, "clickhouse", "ports", ["8123"]),
+     r"'clickhouse' publishes 8123/tcp on all interfaces"),
+    ("port-long-syntax-without-ip", cc.check_loopback_ports,
+     setting(S, "minio", "ports", [{"target": 9001, "published": "9001", "host_ip": "127.0.0.1"},
+                                   {"target": 9000, "published": "9000"}]),
+     r"'minio' publishes 9000/tcp on all interfaces"),
+    ("port-default-not-loopback", cc.check_loopback_ports,
+     compose_text("${SHOP_BIND_ADDRESS:-127.0.0.1}:8123", "${SHOP_BIND_ADDRESS:-0.0.0.0}:8123"),
+     r"'clickhouse' publishes 8123/tcp on 0\.0\.0\.0 by default"),
     ("no-clickhouse-http", cc.check_seed_ports, setting(S, "clickhouse", "ports", DELETE),
      r"host port 8123 \(the ClickHouse HTTP interface"),
     ("console-moved", cc.check_seed_ports, setting(S, "minio", "ports", ["9000:9000", "9002:9001"]),
@@ -307,9 +338,10 @@ def test_broken_copies_leave_the_original_alone(project):
 def test_broken_compose_text_is_caught_end_to_end(project):
     """The same checks on YAML text, as a user's edit would produce it."""
     text = (cc.REPO / cc.COMPOSE_FILE).read_text()
-    assert "SHOP_S3_ALLOW_HTTP: \"true\"" in text and '"8123:8123"' in text
+    clickhouse_port = '"${SHOP_BIND_ADDRESS:-127.0.0.1}:8123:8123"'
+    assert "SHOP_S3_ALLOW_HTTP: \"true\"" in text and clickhouse_port in text
     text = text.replace('SHOP_S3_ALLOW_HTTP: "true"', "SHOP_S3_ALLOWHTTP: \"true\"")
-    text = text.replace('"8123:8123"', '"9000:8123"')
+    text = text.replace(clickhouse_port, '"${SHOP_BIND_ADDRESS:-127.0.0.1}:9000:8123"')
     broken = project.copy()
     broken.compose = cc.load_compose(text)
     env_problems = cc.check_shop_env(broken)
@@ -318,6 +350,31 @@ def test_broken_compose_text_is_caught_end_to_end(project):
     assert any("SHOP_S3_ALLOW_HTTP must be 'true'" in p for p in cc.check_s3_lake(broken))
     assert any("host port 9000/tcp" in p for p in cc.check_host_ports(broken))
     assert any("host port 8123" in p for p in cc.check_seed_ports(broken))
+
+
+def test_a_port_without_the_bind_address_is_caught_end_to_end(project):
+    text = (cc.REPO / cc.COMPOSE_FILE).read_text()
+    bound = '"${SHOP_BIND_ADDRESS:-127.0.0.1}:5432:5432"'
+    assert bound in text
+    broken = project.copy()
+    broken.compose = cc.load_compose(text.replace(bound, '"5432:5432"'))
+    assert cc.check_loopback_ports(broken) == [
+        "service 'postgres' publishes 5432/tcp on all interfaces by default; bind it to loopback: "
+        '"${SHOP_BIND_ADDRESS:-127.0.0.1}:5432:5432"'
+    ]
+
+
+def test_shop_bind_address_moves_every_published_port(project):
+    """The operator's switch: SHOP_BIND_ADDRESS re-binds every published port at once."""
+    text = (cc.REPO / cc.COMPOSE_FILE).read_text()
+    default = [p for s in project.services.values() for p in cc.ports_of(s)]
+    assert default and {p.host_ip for p in default} == {"127.0.0.1"}
+    opened = cc.load_compose(text, {"SHOP_BIND_ADDRESS": "0.0.0.0"})["services"]
+    moved = [p for s in opened.values() for p in cc.ports_of(s)]
+    assert moved == [cc.Port("0.0.0.0", p.host, p.container, p.protocol) for p in default]
+    exposed = project.copy()
+    exposed.compose = cc.load_compose(text, {"SHOP_BIND_ADDRESS": "0.0.0.0"})
+    assert len(cc.check_loopback_ports(exposed)) == len(default)
 
 
 # --------------------------------------------------------------------------- the helpers
