@@ -817,8 +817,9 @@ async fn the_rest_gateway_checks_credentials() {
     let (lake, _dir) = demo_lake().await;
     let auth = AuthConfig {
         users: AuthConfig::parse_users("alice:secret").unwrap(),
+        // Creating a seller needs the writer role; readers get 403 (see the hardening tests).
+        roles: AuthConfig::parse_roles("alice=writer").unwrap(),
         token_ttl: Duration::from_secs(60),
-        ..AuthConfig::default()
     };
     let server = shop_server::start(lake, config(ApiBackends::default(), auth))
         .await
