@@ -1,10 +1,10 @@
 //! Planning and running one query within the server's limits.
 //!
-//! Every query gets its own DataFusion session whose memory pool is capped at
-//! [`Limits::memory_per_query`] (sorts and aggregations spill to disk, up to
-//! [`Limits::spill_per_query`], before they fail) and holds one of
-//! [`Limits::max_concurrent_queries`] permits from before it is parsed until its result ends.
-//! Parsing, planning and execution run on the [`QueryExecutor`], never on the runtime that
+//! Every query is planned in its own copy of one template session and executes with a runtime
+//! of its own whose memory pool is capped at [`Limits::memory_per_query`] (sorts and
+//! aggregations spill to disk, up to [`Limits::spill_per_query`], before they fail). It holds
+//! one of [`Limits::max_concurrent_queries`] permits from before it is parsed until its result
+//! ends. Parsing, planning and execution run on the [`QueryExecutor`], never on the runtime that
 //! serves the network; the query's task is aborted at [`Limits::query_timeout`] by a watchdog
 //! whether or not the client still reads, and when the client goes away. Results are streamed
 //! batch by batch through a small channel.
@@ -21,15 +21,16 @@ use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::TaskContext;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::ObjectStoreRegistry;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use futures::{Stream, StreamExt};
@@ -89,6 +90,11 @@ pub type ResultStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, Error>> + 
 pub struct Engine {
     catalog: Arc<LakeCatalog>,
     registry: Arc<dyn ObjectStoreRegistry>,
+    /// The session every query is planned in: the lake's catalog, the bounded functions and the
+    /// extra optimizer rule, built once (building one per query cost about a millisecond). Each
+    /// query plans in a copy with its own start time for `now()`, and executes with a runtime of
+    /// its own (memory pool and spill budget), see [`Engine::query_runtime`].
+    template: Arc<SessionState>,
     limits: Limits,
     permits: Arc<Semaphore>,
     executor: Arc<QueryExecutor>,
@@ -194,10 +200,9 @@ impl PhysicalOptimizerRule for YieldBetweenBatches {
 }
 
 /// Checks `sql` against the read-only policy and plans it.
-async fn plan(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, Error> {
+async fn plan(state: &SessionState, sql: &str) -> Result<LogicalPlan, Error> {
     let statement = guard::check(sql)?;
-    let plan = ctx
-        .state()
+    let plan = state
         .statement_to_plan(statement)
         .await
         .map_err(Error::Query)?;
@@ -219,9 +224,22 @@ impl Engine {
         executor: Arc<QueryExecutor>,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_concurrent_queries.max(1)));
+        // Planning reads Parquet footers through the caches of this long-lived runtime, so
+        // DataFusion's footer cache (50 MiB) now serves every query, not one. An entry is used
+        // while the file's size and modification time are unchanged; lake files are written
+        // once under new names, except `system.refresh_runs` records, which are rewritten in
+        // place once, with other values and so another size. The listing cache stays off.
+        let runtime = session::runtime(lake);
+        let ctx = session::context(session::session_config(), runtime, &catalog);
+        let state = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_physical_optimizer_rule(Arc::new(YieldBetweenBatches))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        functions::register_bounded(&ctx, limits.max_function_output);
         Self {
             catalog,
             registry: lake.registry(),
+            template: Arc::new(ctx.state()),
             limits,
             permits,
             executor,
@@ -255,25 +273,25 @@ impl Engine {
         }
     }
 
-    /// A fresh session with this query's own memory pool and spill budget.
-    fn session(&self) -> Result<SessionContext, Error> {
+    /// The state a query is planned in: a copy of the template whose clock starts now.
+    fn query_state(&self) -> SessionState {
+        let mut state = SessionState::clone(&self.template);
+        state.mark_start_execution();
+        state
+    }
+
+    /// The runtime a query executes with: its own memory pool and spill budget.
+    fn query_runtime(&self) -> Result<Arc<RuntimeEnv>, Error> {
         let pool = TrackConsumersPool::new(
             FairSpillPool::new(self.limits.memory_per_query),
             NonZeroUsize::new(3).expect("non-zero"),
         );
-        let runtime = RuntimeEnvBuilder::new()
+        RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::clone(&self.registry))
             .with_memory_pool(Arc::new(pool))
             .with_max_temp_directory_size(self.limits.spill_per_query)
             .build_arc()
-            .map_err(Error::Query)?;
-        let ctx = session::context(session::session_config(), runtime, &self.catalog);
-        let state = SessionStateBuilder::new_from_existing(ctx.state())
-            .with_physical_optimizer_rule(Arc::new(YieldBetweenBatches))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
-        functions::register_bounded(&ctx, self.limits.max_function_output);
-        Ok(ctx)
+            .map_err(Error::Query)
     }
 
     /// A permit, or [`Error::Busy`] when all are taken.
@@ -314,12 +332,12 @@ impl Engine {
     /// Checks and plans `sql` without running it, within the concurrency and time limits.
     pub async fn describe(&self, sql: &str) -> Result<Described, Error> {
         let permit = self.permit()?;
-        let ctx = self.session()?;
+        let state = self.query_state();
         let sql = sql.to_owned();
         let deadline = Instant::now() + self.limits.query_timeout;
         let task = self.spawn(deadline, async move {
             let _permit = permit;
-            let plan = plan(&ctx, &sql).await?;
+            let plan = plan(&state, &sql).await?;
             Ok::<_, Error>(Described {
                 schema: wire_schema(plan.schema().as_arrow()),
                 parameters: parameter_schema(&plan),
@@ -336,7 +354,8 @@ impl Engine {
         params: Option<RecordBatch>,
     ) -> Result<(SchemaRef, ResultStream), Error> {
         let permit = self.permit()?;
-        let ctx = self.session()?;
+        let state = self.query_state();
+        let runtime = self.query_runtime()?;
         let sql = sql.to_owned();
         let deadline = Instant::now() + self.limits.query_timeout;
         let mut budget = Budget {
@@ -350,7 +369,7 @@ impl Engine {
         let (schema_tx, schema_rx) = oneshot::channel::<Result<SchemaRef, Error>>();
         let mut task = self.spawn(deadline, async move {
             let _permit = permit;
-            let (schema, mut batches) = match start(ctx, &sql, params).await {
+            let (schema, mut batches) = match start(state, runtime, &sql, params).await {
                 Ok(started) => started,
                 Err(e) => {
                     let _ = schema_tx.send(Err(e));
@@ -415,11 +434,12 @@ fn task_error(end: TaskEnd, timeout: Duration, running: &Running) -> Error {
 
 /// Plans `sql` and starts it: the wire schema and the batches of every parameter row in turn.
 async fn start(
-    ctx: SessionContext,
+    state: SessionState,
+    runtime: Arc<RuntimeEnv>,
     sql: &str,
     params: Option<RecordBatch>,
 ) -> Result<(SchemaRef, ResultStream), Error> {
-    let plan = plan(&ctx, sql).await?;
+    let plan = plan(&state, sql).await?;
     let schema = wire_schema(plan.schema().as_arrow());
     let expected = parameter_schema(&plan)?;
     let rows = match &params {
@@ -432,13 +452,21 @@ async fn start(
             )));
         }
     };
+    // Every parameter row runs in the same state (one start time) and with the same runtime (one
+    // memory pool, one spill budget): one query.
+    let state = Arc::new(state);
     let runs = futures::stream::iter(rows).then(move |values| {
-        let ctx = ctx.clone();
+        let state = Arc::clone(&state);
+        let runtime = Arc::clone(&runtime);
         let plan = plan.clone();
         async move {
             let plan = plan.with_param_values(values).map_err(Error::Query)?;
-            let frame = ctx.execute_logical_plan(plan).await.map_err(Error::Query)?;
-            let stream = frame.execute_stream().await.map_err(Error::Query)?;
+            let physical = state
+                .create_physical_plan(&plan)
+                .await
+                .map_err(Error::Query)?;
+            let task = TaskContext::from(state.as_ref()).with_runtime(runtime);
+            let stream = execute_stream(physical, Arc::new(task)).map_err(Error::Query)?;
             Ok::<_, Error>(stream.map(|item| item.map_err(Error::Query)))
         }
     });
