@@ -635,10 +635,15 @@ pub struct ServerArgs {
     #[arg(long, env = "SHOP_QUERY_TIMEOUT_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query_timeout_secs: Option<u64>,
-    /// Queries running at once; more are refused with RESOURCE_EXHAUSTED [default: 8]
+    /// Queries running at once; more wait in the queue [default: 8]
     #[arg(long, env = "SHOP_MAX_CONCURRENT_QUERIES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_queries: Option<usize>,
+    /// Queries that may wait for a running one to end (the wait counts in the time limit);
+    /// beyond them RESOURCE_EXHAUSTED; 0 refuses instead of waiting [default: 64]
+    #[arg(long, env = "SHOP_MAX_QUEUED_QUERIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queued_queries: Option<usize>,
     /// Rows one result may have [default: unlimited]
     #[arg(long, env = "SHOP_MAX_RESULT_ROWS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -763,6 +768,7 @@ impl ServerArgs {
             max_concurrent_queries: m
                 .max_concurrent_queries
                 .unwrap_or(defaults.max_concurrent_queries),
+            max_queued_queries: m.max_queued_queries.unwrap_or(defaults.max_queued_queries),
             max_result_rows: m.max_result_rows.or(defaults.max_result_rows),
             max_result_bytes: bytes(&m.max_result_bytes, "max_result_bytes")?
                 .or(defaults.max_result_bytes),
@@ -772,6 +778,9 @@ impl ServerArgs {
         };
         if !(1..=1024).contains(&limits.max_concurrent_queries) {
             bail!("max_concurrent_queries must be between 1 and 1024");
+        }
+        if limits.max_queued_queries > 65_536 {
+            bail!("max_queued_queries must be between 0 and 65536");
         }
         if limits.query_timeout.is_zero() || limits.query_timeout > Duration::from_secs(7 * 86_400)
         {

@@ -21,9 +21,12 @@ pub enum Error {
     /// The statement is not allowed on this read-only server.
     #[error("{0}")]
     Forbidden(String),
-    /// Too many queries at once.
-    #[error("the server is running its maximum of {0} concurrent queries; retry shortly")]
-    Busy(usize),
+    /// Too many queries at once, and the queue is full too.
+    #[error(
+        "the server is running its maximum of {running} concurrent queries and {queued} more \
+         are waiting; retry shortly"
+    )]
+    Busy { running: usize, queued: usize },
     /// The query ran longer than the configured timeout.
     #[error("the query exceeded the server's time limit of {0:?} and was stopped")]
     Timeout(std::time::Duration),
@@ -68,7 +71,7 @@ impl From<Error> for Status {
             Error::Sql(_) | Error::InvalidRequest(_) => tonic::Code::InvalidArgument,
             Error::Query(e) => datafusion_code(e),
             Error::Forbidden(_) => tonic::Code::PermissionDenied,
-            Error::Busy(_) | Error::ResultTooLarge(_) | Error::TooLarge(_) => {
+            Error::Busy { .. } | Error::ResultTooLarge(_) | Error::TooLarge(_) => {
                 tonic::Code::ResourceExhausted
             }
             Error::TooManyAttempts(_) => tonic::Code::ResourceExhausted,
@@ -148,7 +151,13 @@ mod tests {
     fn codes() {
         use tonic::Code;
         assert_eq!(code(Error::Forbidden("x".into())), Code::PermissionDenied);
-        assert_eq!(code(Error::Busy(4)), Code::ResourceExhausted);
+        assert_eq!(
+            code(Error::Busy {
+                running: 4,
+                queued: 0
+            }),
+            Code::ResourceExhausted
+        );
         assert_eq!(
             code(Error::Timeout(std::time::Duration::from_secs(1))),
             Code::DeadlineExceeded

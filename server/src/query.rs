@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,9 +55,11 @@ pub struct Limits {
     pub max_function_output: u64,
     /// Wall-clock time from parsing to the last batch.
     pub query_timeout: Duration,
-    /// Queries planned or running at once; further queries are refused with
-    /// RESOURCE_EXHAUSTED.
+    /// Queries planned or running at once; further queries wait in the queue.
     pub max_concurrent_queries: usize,
+    /// Queries that may wait for a slot (their wait counts in [`Limits::query_timeout`]); beyond
+    /// them a query is refused with RESOURCE_EXHAUSTED at once. 0: refuse instead of waiting.
+    pub max_queued_queries: usize,
     /// Rows one result may have (`None`: unlimited).
     pub max_result_rows: Option<u64>,
     /// In-memory bytes one result may have (`None`: unlimited).
@@ -75,6 +77,7 @@ impl Default for Limits {
             max_function_output: 64 << 20,
             query_timeout: Duration::from_secs(300),
             max_concurrent_queries: 8,
+            max_queued_queries: 64,
             max_result_rows: None,
             max_result_bytes: Some(8 << 30),
             idle_keepalive: Duration::from_secs(5),
@@ -97,6 +100,8 @@ pub struct Engine {
     template: Arc<SessionState>,
     limits: Limits,
     permits: Arc<Semaphore>,
+    /// Queries waiting for a permit now.
+    queued: Arc<AtomicUsize>,
     executor: Arc<QueryExecutor>,
     running: Arc<Running>,
 }
@@ -242,6 +247,7 @@ impl Engine {
             template: Arc::new(ctx.state()),
             limits,
             permits,
+            queued: Arc::default(),
             executor,
             running: Arc::default(),
         }
@@ -261,9 +267,11 @@ impl Engine {
         self.limits.max_concurrent_queries.max(1) - self.permits.available_permits()
     }
 
-    /// Refuses new queries from now on and aborts every query in flight (at its next yield).
+    /// Refuses new queries from now on, ends the waiting ones and aborts every query in flight
+    /// (at its next yield).
     pub fn cancel_all(&self) {
         self.running.stopping.store(true, Ordering::SeqCst);
+        self.permits.close();
         let tasks = self.running.tasks.lock().expect("running lock");
         for task in tasks.values() {
             task.abort();
@@ -294,14 +302,30 @@ impl Engine {
             .map_err(Error::Query)
     }
 
-    /// A permit, or [`Error::Busy`] when all are taken.
-    fn permit(&self) -> Result<OwnedSemaphorePermit, Error> {
+    /// A permit: at once when one is free, else after waiting in the queue until `deadline`
+    /// ([`Error::Timeout`]). [`Error::Busy`] at once when the queue is full too.
+    async fn permit(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, Error> {
         if self.running.stopping.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
-        Arc::clone(&self.permits)
-            .try_acquire_owned()
-            .map_err(|_| Error::Busy(self.limits.max_concurrent_queries))
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        let busy = || Error::Busy {
+            running: self.limits.max_concurrent_queries,
+            queued: self.limits.max_queued_queries,
+        };
+        let waiting = self.queued.fetch_add(1, Ordering::SeqCst);
+        let _place = QueuePlace(Arc::clone(&self.queued));
+        if waiting >= self.limits.max_queued_queries {
+            return Err(busy());
+        }
+        match tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned()).await {
+            Ok(Ok(permit)) if !self.running.stopping.load(Ordering::SeqCst) => Ok(permit),
+            // Closed by `cancel_all`.
+            Ok(_) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::Timeout(self.limits.query_timeout)),
+        }
     }
 
     /// Runs `work` on the query executor until the query's deadline.
@@ -331,10 +355,10 @@ impl Engine {
 
     /// Checks and plans `sql` without running it, within the concurrency and time limits.
     pub async fn describe(&self, sql: &str) -> Result<Described, Error> {
-        let permit = self.permit()?;
+        let deadline = Instant::now() + self.limits.query_timeout;
+        let permit = self.permit(deadline).await?;
         let state = self.query_state();
         let sql = sql.to_owned();
-        let deadline = Instant::now() + self.limits.query_timeout;
         let task = self.spawn(deadline, async move {
             let _permit = permit;
             let plan = plan(&state, &sql).await?;
@@ -353,11 +377,11 @@ impl Engine {
         sql: &str,
         params: Option<RecordBatch>,
     ) -> Result<(SchemaRef, ResultStream), Error> {
-        let permit = self.permit()?;
+        let deadline = Instant::now() + self.limits.query_timeout;
+        let permit = self.permit(deadline).await?;
         let state = self.query_state();
         let runtime = self.query_runtime()?;
         let sql = sql.to_owned();
-        let deadline = Instant::now() + self.limits.query_timeout;
         let mut budget = Budget {
             max_rows: self.limits.max_result_rows,
             max_bytes: self.limits.max_result_bytes,
@@ -416,6 +440,15 @@ impl Engine {
             }
         });
         Ok((schema, stream.boxed()))
+    }
+}
+
+/// A query's place in the queue, given up when it gets its permit or stops waiting.
+struct QueuePlace(Arc<AtomicUsize>);
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

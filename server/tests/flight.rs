@@ -593,9 +593,13 @@ async fn limits_stop_queries_with_clear_codes() {
     .await;
     assert_eq!(code, Code::ResourceExhausted, "{message}");
 
-    // Concurrency: with one slot, a second query is refused while the first streams, and the
-    // slot is free again once the first stream is dropped.
-    let mut f = fixture(|c| c.limits.max_concurrent_queries = 1).await;
+    // Concurrency without a queue: with one slot, a second query is refused while the first
+    // streams, and the slot is free again once the first stream is dropped.
+    let mut f = fixture(|c| {
+        c.limits.max_concurrent_queries = 1;
+        c.limits.max_queued_queries = 0;
+    })
+    .await;
     let info = f
         .client
         .execute("SELECT * FROM purchases".into(), None)
@@ -632,4 +636,60 @@ async fn limits_stop_queries_with_clear_codes() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn queries_beyond_the_limit_wait_in_a_bounded_queue() {
+    // One slot and one place in the queue.
+    let mut f = fixture(|c| {
+        c.limits.max_concurrent_queries = 1;
+        c.limits.max_queued_queries = 1;
+    })
+    .await;
+    let info = f
+        .client
+        .execute(
+            "SELECT a.*, b.purchase_id AS b_id FROM purchases a, purchases b".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    // The first query holds the slot while its stream is open and unread (its result is far
+    // larger than what the channel and the connection buffer).
+    let held = f
+        .client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+
+    // A second query waits for the slot instead of failing.
+    let mut waiter = f.client.clone();
+    let waiting = tokio::spawn(async move { query(&mut waiter, "SELECT 42 AS answer").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if waiting.is_finished() {
+        let ended = waiting.await.map(|batches| batches.len());
+        panic!("the second query did not wait: {ended:?}");
+    }
+
+    // A third finds the queue full and is refused at once, naming both limits.
+    let (code, message) = error_code(&mut f.client, "SELECT 1").await;
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert!(
+        message.contains("maximum of 1 concurrent") && message.contains("1 more are waiting"),
+        "{message}"
+    );
+
+    // When the first stream ends, the waiting query runs and answers.
+    drop(held);
+    let batches = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the queued query never ran")
+        .unwrap();
+    let answer = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(answer, 42);
 }

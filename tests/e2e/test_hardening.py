@@ -452,7 +452,10 @@ def ids(demo_lake) -> dict[str, int]:
     }
 
 
-HARD_ARGS = ["serve", "--query-timeout-secs", str(TIMEOUT_S), "--max-concurrent-queries", "4"]
+# No queue: a query beyond the four slots is refused at once, which the tests of permits rely on
+# (the queue has its own test).
+HARD_ARGS = ["serve", "--query-timeout-secs", str(TIMEOUT_S), "--max-concurrent-queries", "4",
+             "--max-queued-queries", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -1245,8 +1248,8 @@ def test_idle_connections_are_capped_and_timed_out(hwork, demo_lake):
 # ============================================================================ 8. planning permits
 def test_planning_counts_against_the_concurrency_limit(hwork, demo_lake):
     sql = _union(1500)
-    with dedicated("hard-planning", ["serve", "--max-concurrent-queries", "2"], hwork, demo_lake,
-                   http=False) as srv:
+    args = ["serve", "--max-concurrent-queries", "2", "--max-queued-queries", "0"]
+    with dedicated("hard-planning", args, hwork, demo_lake, http=False) as srv:
         barrier = threading.Barrier(24, timeout=30)
         codes: list[str] = []
         messages: list[str] = []
@@ -1272,6 +1275,40 @@ def test_planning_counts_against_the_concurrency_limit(hwork, demo_lake):
         counted = collections.Counter(codes)
         assert counted["RESOURCE_EXHAUSTED"] >= 20, (dict(counted), messages[:3])
         assert set(counted) <= {"RESOURCE_EXHAUSTED", "OK"}, (dict(counted), messages[:3])
+        assert_healthy(srv)
+
+
+def test_queries_beyond_the_limit_wait_instead_of_failing(hwork, demo_lake):
+    """Three times as many clients as query slots, all at once (a dashboard): every query
+    waits its turn and answers; none is refused."""
+    sql = ("SELECT sum(a.quantity * b.quantity) AS s FROM shop.stage.purchases a, "
+           "(SELECT quantity FROM shop.stage.purchases ORDER BY purchase_id LIMIT 300) b")
+    args = ["serve", "--max-concurrent-queries", "2", "--max-queued-queries", "8"]
+    with dedicated("hard-queue", args, hwork, demo_lake, http=False) as srv:
+        with Flight(srv.addr) as client:
+            expected = client.query(sql, timeout=120).column("s").to_pylist()
+        barrier = threading.Barrier(6, timeout=30)
+        results: list[tuple[str, object]] = []
+        lock = threading.Lock()
+
+        def run() -> None:
+            with Flight(srv.addr) as client:
+                client.call("ListActions", b"", timeout=10)  # connected before the race
+                barrier.wait()
+                try:
+                    got = ("OK", client.query(sql, timeout=120).column("s").to_pylist())
+                except grpc.RpcError as e:
+                    got = (e.code().name, e.details())
+                with lock:
+                    results.append(got)
+
+        threads = [threading.Thread(target=run, daemon=True) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
+        assert not any(t.is_alive() for t in threads), "a queued query hung"
+        assert results == [("OK", expected)] * 6, results
         assert_healthy(srv)
 
 
