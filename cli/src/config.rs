@@ -658,7 +658,7 @@ pub struct ServerArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_keepalive_secs: Option<u64>,
     /// Connections each port (gRPC, REST) keeps open at once; more are closed at once
-    /// [default: 512]
+    /// [default: 384]
     #[arg(long, env = "SHOP_MAX_CONNECTIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,

@@ -39,7 +39,9 @@ pub struct ConnectionLimits {
 impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
-            max_connections: 512,
+            // Both ports together stay well below the usual soft limit of 1,024 open files,
+            // leaving room for the lake's files and the PostgreSQL and Kafka clients.
+            max_connections: 384,
             first_byte_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
         }

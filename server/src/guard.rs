@@ -81,7 +81,7 @@ fn check_operators(sql: &str) -> Result<(), Error> {
     if operators > MAX_SQL_OPERATORS {
         return Err(Error::InvalidRequest(format!(
             "the statement is too complex: it has {operators} operators (arithmetic, \
-             comparisons, AND/OR, ||, casts, UNION, JOIN, …); the limit is {MAX_SQL_OPERATORS}. \
+             comparisons, AND/OR, ||, casts, field access, UNION, JOIN, …); the limit is {MAX_SQL_OPERATORS}. \
              Use IN (…) lists, CASE or a table instead of long chains"
         )));
     }
@@ -140,7 +140,6 @@ fn is_operator(token: &Token) -> bool {
         | Token::Whitespace(_)
         | Token::LParen
         | Token::RParen
-        | Token::Period
         | Token::SemiColon
         | Token::Placeholder(_)
         | Token::Colon => false,
@@ -408,6 +407,8 @@ mod tests {
             format!("SELECT 1{}", "::BIGINT".repeat(5_000)),
             vec!["SELECT 1"; 10_000].join(" UNION ALL "),
             format!("SELECT 1 {}", "IS NULL ".repeat(5_000)),
+            // Each `.` of a field chain nests one more field access.
+            format!("SELECT q.s{} FROM t q", ".a".repeat(5_000)),
         ] {
             match check(&sql) {
                 Err(Error::InvalidRequest(m)) => assert!(m.contains("too complex"), "{m}"),

@@ -26,7 +26,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use crate::conn::Guarded;
 
 /// Longest a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS connection of the REST port.
 pub struct TlsConnection(tokio_rustls::server::TlsStream<Guarded<TcpStream>>);

@@ -32,6 +32,9 @@ pub const MAX_PARAMETER_ROWS: i64 = 100_000;
 /// Columns (parameters) one statement may have.
 pub const MAX_PARAMETER_COLUMNS: usize = 1_000;
 
+/// What each `DoPut` message counts against [`MAX_PARAMETER_BYTES`] beyond its bytes.
+const MESSAGE_OVERHEAD: usize = 256;
+
 fn invalid(why: impl std::fmt::Display) -> Error {
     Error::InvalidRequest(format!("cannot read the bound parameters: {why}"))
 }
@@ -45,7 +48,16 @@ pub async fn read<E: std::fmt::Display>(
     let mut bytes = 0_usize;
     while let Some(message) = stream.next().await {
         let message = message.map_err(invalid)?;
-        bytes += message.data_header.len() + message.data_body.len() + message.app_metadata.len();
+        // Every part of a message counts, and so does each message (an empty one costs memory
+        // too), so that no stream of small or descriptor-only messages grows without bound.
+        let descriptor = message.flight_descriptor.as_ref().map_or(0, |d| {
+            d.cmd.len() + d.path.iter().map(|p| p.len() + 8).sum::<usize>()
+        });
+        bytes += message.data_header.len()
+            + message.data_body.len()
+            + message.app_metadata.len()
+            + descriptor
+            + MESSAGE_OVERHEAD;
         if bytes > MAX_PARAMETER_BYTES {
             return Err(Error::TooLarge(format!(
                 "the bound parameters exceed the server's limit of {MAX_PARAMETER_BYTES} bytes"
@@ -151,6 +163,10 @@ fn check_batch(batch: &ipc::RecordBatch, schema: &Schema, body: usize) -> Result
         .buffers()
         .ok_or_else(|| invalid("the batch has no buffers"))?;
     let mut lengths = Vec::with_capacity(buffers.len());
+    // Buffers are slices of the body, not copies: buffers that overlap (every column pointing
+    // at the same bytes) would decode to many times the body's size. Disjoint buffers never
+    // add up to more than the body.
+    let mut total = 0_u64;
     for buffer in buffers.iter() {
         let (offset, len) = (buffer.offset(), buffer.length());
         let end = offset.checked_add(len);
@@ -160,6 +176,12 @@ fn check_batch(batch: &ipc::RecordBatch, schema: &Schema, body: usize) -> Result
         // The format aligns every buffer to 8 bytes; arrow asserts it for typed access.
         if offset % 8 != 0 {
             return Err(invalid("a buffer is not aligned to 8 bytes"));
+        }
+        total = total.saturating_add(len as u64);
+        if total > body as u64 {
+            return Err(invalid(
+                "the buffers overlap or add up to more than the message body",
+            ));
         }
         lengths.push(len as u64);
     }
@@ -394,6 +416,70 @@ mod tests {
         let batch = RecordBatch::try_from_iter([("n", Arc::new(big) as ArrayRef)]).unwrap();
         let messages = batches_to_flight_data(&batch.schema(), vec![batch]).unwrap();
         assert!(matches!(decode(&messages), Err(Error::TooLarge(_))));
+    }
+
+    /// Two columns whose data buffers point at the same bytes: each buffer lies inside the body,
+    /// but together they would decode to more than the body (with 1,000 columns, to 1,000 times).
+    #[test]
+    fn overlapping_buffers_are_refused() {
+        let column = || Arc::new(Int64Array::from(vec![1_i64, 2, 3, 4, 5])) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([("x", column()), ("y", column())]).unwrap();
+        let mut messages = batches_to_flight_data(&batch.schema(), vec![batch]).unwrap();
+        decode(&messages).unwrap();
+        let le = |values: &[i64]| {
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>()
+        };
+        let replace = |bytes: &[u8], from: &[u8], to: &[u8]| {
+            let at: Vec<usize> = (0..=bytes.len() - from.len())
+                .filter(|&i| bytes[i..].starts_with(from))
+                .collect();
+            assert_eq!(at.len(), 1, "the pattern must occur once");
+            let mut out = bytes.to_vec();
+            out[at[0]..at[0] + to.len()].copy_from_slice(to);
+            out
+        };
+        let message = &mut messages[1];
+        let parsed = ipc::root_as_message(&message.data_header).unwrap();
+        let body = parsed.bodyLength();
+        let buffers: Vec<(i64, i64)> = parsed
+            .header_as_record_batch()
+            .unwrap()
+            .buffers()
+            .unwrap()
+            .iter()
+            .map(|b| (b.offset(), b.length()))
+            .collect();
+        // Validity and data of x, then of y.
+        let (x, y_valid, y) = (buffers[1], buffers[2], buffers[3]);
+        assert_eq!((x.1, y_valid.1, y.1), (40, 0, 40), "{buffers:?}");
+        // y's buffers now point at x's, and the body ends after x: 40 bytes that would decode
+        // to 80.
+        let header = replace(&message.data_header, &le(&[y.0, y.1]), &le(&[x.0, x.1]));
+        let header = replace(&header, &le(&[y_valid.0, 0]), &le(&[x.0, 0]));
+        let header = replace(&header, &le(&[body]), &le(&[x.0 + x.1]));
+        message.data_header = header.into();
+        message.data_body = message.data_body.slice(0..(x.0 + x.1) as usize);
+        let err = decode_checked(&messages).unwrap_err();
+        assert!(err.to_string().contains("overlap"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn descriptor_only_messages_count_against_the_limit() {
+        let chunk = FlightData {
+            flight_descriptor: Some(arrow_flight::FlightDescriptor::new_cmd(vec![0_u8; 1 << 20])),
+            ..Default::default()
+        };
+        let stream = futures::stream::iter((0..17).map(|_| Ok::<_, Error>(chunk.clone())));
+        assert!(matches!(read(stream).await, Err(Error::TooLarge(_))));
+        // Empty messages count too.
+        let stream = futures::stream::iter(
+            (0..MAX_PARAMETER_BYTES / MESSAGE_OVERHEAD + 1)
+                .map(|_| Ok::<_, Error>(FlightData::default())),
+        );
+        assert!(matches!(read(stream).await, Err(Error::TooLarge(_))));
     }
 
     #[tokio::test]

@@ -293,7 +293,13 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         .max_concurrent_streams(Some(256));
     if let Some(identity) = &identity {
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity.clone()))
+            // A client that starts a handshake and stops must not keep its place for the idle
+            // timeout: the same bound as the REST port's handshakes.
+            .tls_config(
+                ServerTlsConfig::new()
+                    .identity(identity.clone())
+                    .timeout(crate::http_tls::HANDSHAKE_TIMEOUT),
+            )
             .map_err(StartError::Tls)?;
     }
     let flight = FlightServiceServer::new(service)

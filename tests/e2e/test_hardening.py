@@ -550,6 +550,7 @@ REFUSED = {
     "or_5000": _chain("OR", ["false", "true"] * 2500),
     "union_all_10000": _union(10_000),
     "plus_100000": _chain("+", ["1"] * 100_000),
+    "field_chain_5000": "SELECT q.s" + ".a" * 5000 + " FROM (SELECT named_struct('a', 1) AS s) q",
 }
 
 

@@ -14,6 +14,7 @@ import http.client
 import json
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import urllib.error
@@ -307,3 +308,19 @@ def test_a_tls_file_that_is_not_pem_is_named(tls_files, tls_lake, broken):
     # The cause is printed once, not repeated by the error chain.
     assert output.count("does not hold a PEM") == 1, output
     assert not ready.exists()
+
+
+def test_a_stalled_tls_handshake_is_closed(tls_server):
+    """A client that sends the first byte of a handshake and stops loses its connection at the
+    handshake time limit (10 s), not at the 300 s idle limit."""
+    host, _, port = tls_server.addr.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"\x16")  # the first byte of a TLS record: a handshake
+        sock.settimeout(40)
+        try:
+            closed = sock.recv(1024) == b""
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            closed = False
+    assert closed, "the server kept a stalled TLS handshake open for 40 s"
