@@ -85,6 +85,19 @@ async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<R
     fetch(client, info).await
 }
 
+/// Starts `sql` and opens its result stream without reading it: the query keeps its slot until
+/// the stream is dropped.
+async fn hold(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> arrow_flight::decode::FlightRecordBatchStream {
+    let info = client.execute(sql.to_string(), None).await.unwrap();
+    client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+}
+
 async fn error_code(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> (Code, String) {
     let err = match client.execute(sql.to_string(), None).await {
         Err(e) => e,
@@ -600,16 +613,7 @@ async fn limits_stop_queries_with_clear_codes() {
         c.limits.max_queued_queries = 0;
     })
     .await;
-    let info = f
-        .client
-        .execute("SELECT * FROM purchases".into(), None)
-        .await
-        .unwrap();
-    let held = f
-        .client
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap();
+    let held = hold(&mut f.client, "SELECT * FROM purchases").await;
     let (code, message) = error_code(&mut f.client, "SELECT 1").await;
     assert_eq!(code, Code::ResourceExhausted, "{message}");
     drop(held);
@@ -646,21 +650,13 @@ async fn queries_beyond_the_limit_wait_in_a_bounded_queue() {
         c.limits.max_queued_queries = 1;
     })
     .await;
-    let info = f
-        .client
-        .execute(
-            "SELECT a.*, b.purchase_id AS b_id FROM purchases a, purchases b".into(),
-            None,
-        )
-        .await
-        .unwrap();
     // The first query holds the slot while its stream is open and unread (its result is far
     // larger than what the channel and the connection buffer).
-    let held = f
-        .client
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap();
+    let held = hold(
+        &mut f.client,
+        "SELECT a.*, b.purchase_id AS b_id FROM purchases a, purchases b",
+    )
+    .await;
 
     // A second query waits for the slot instead of failing.
     let mut waiter = f.client.clone();

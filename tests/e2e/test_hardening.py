@@ -1247,32 +1247,40 @@ def test_idle_connections_are_capped_and_timed_out(hwork, demo_lake):
 
 
 # ============================================================================ 8. planning permits
+def race(addr: str, clients: int, call) -> list:
+    """`call(client)` from `clients` threads at once, each on its own connection (opened before
+    the start); the results in the order they ended. Fails when a call is still running after
+    three minutes."""
+    barrier = threading.Barrier(clients, timeout=30)
+    results: list = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        with Flight(addr) as client:
+            client.call("ListActions", b"", timeout=10)
+            barrier.wait()
+            got = call(client)
+            with lock:
+                results.append(got)
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert not any(t.is_alive() for t in threads), "a call hung"
+    assert len(results) == clients, f"{clients - len(results)} calls failed in their thread"
+    return results
+
+
 def test_planning_counts_against_the_concurrency_limit(hwork, demo_lake):
     sql = _union(1500)
     args = ["serve", "--max-concurrent-queries", "2", "--max-queued-queries", "0"]
     with dedicated("hard-planning", args, hwork, demo_lake, http=False) as srv:
-        barrier = threading.Barrier(24, timeout=30)
-        codes: list[str] = []
-        messages: list[str] = []
-        lock = threading.Lock()
-
-        def plan() -> None:
-            with Flight(srv.addr) as client:
-                client.call("ListActions", b"", timeout=10)  # connected before the race
-                barrier.wait()
-                code, message = outcome(client.info, raw.statement_query(sql), timeout=90)
-                with lock:
-                    codes.append(code)
-                    if code not in ("OK", "RESOURCE_EXHAUSTED"):
-                        messages.append(message[:200])
-
-        threads = [threading.Thread(target=plan, daemon=True) for _ in range(24)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not any(t.is_alive() for t in threads), "a GetFlightInfo hung"
+        ends = race(srv.addr, 24, lambda c: outcome(c.info, raw.statement_query(sql), timeout=90))
         srv.assert_alive()
+        codes = [code for code, _ in ends]
+        messages = [m[:200] for code, m in ends if code not in ("OK", "RESOURCE_EXHAUSTED")]
         counted = collections.Counter(codes)
         assert counted["RESOURCE_EXHAUSTED"] >= 20, (dict(counted), messages[:3])
         assert set(counted) <= {"RESOURCE_EXHAUSTED", "OK"}, (dict(counted), messages[:3])
@@ -1288,27 +1296,14 @@ def test_queries_beyond_the_limit_wait_instead_of_failing(hwork, demo_lake):
     with dedicated("hard-queue", args, hwork, demo_lake, http=False) as srv:
         with Flight(srv.addr) as client:
             expected = client.query(sql, timeout=120).column("s").to_pylist()
-        barrier = threading.Barrier(6, timeout=30)
-        results: list[tuple[str, object]] = []
-        lock = threading.Lock()
 
-        def run() -> None:
-            with Flight(srv.addr) as client:
-                client.call("ListActions", b"", timeout=10)  # connected before the race
-                barrier.wait()
-                try:
-                    got = ("OK", client.query(sql, timeout=120).column("s").to_pylist())
-                except grpc.RpcError as e:
-                    got = (e.code().name, e.details())
-                with lock:
-                    results.append(got)
+        def run(client: Flight) -> tuple[str, object]:
+            try:
+                return "OK", client.query(sql, timeout=120).column("s").to_pylist()
+            except grpc.RpcError as e:
+                return e.code().name, e.details()
 
-        threads = [threading.Thread(target=run, daemon=True) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=180)
-        assert not any(t.is_alive() for t in threads), "a queued query hung"
+        results = race(srv.addr, 6, run)
         assert results == [("OK", expected)] * 6, results
         assert_healthy(srv)
 
