@@ -311,14 +311,13 @@ impl Engine {
         if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
             return Ok(permit);
         }
-        let busy = || Error::Busy {
-            running: self.limits.max_concurrent_queries,
-            queued: self.limits.max_queued_queries,
-        };
         let waiting = self.queued.fetch_add(1, Ordering::SeqCst);
         let _place = QueuePlace(Arc::clone(&self.queued));
         if waiting >= self.limits.max_queued_queries {
-            return Err(busy());
+            return Err(Error::Busy {
+                running: self.limits.max_concurrent_queries,
+                queued: self.limits.max_queued_queries,
+            });
         }
         match tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned()).await {
             Ok(Ok(permit)) if !self.running.stopping.load(Ordering::SeqCst) => Ok(permit),
@@ -485,12 +484,13 @@ async fn start(
             )));
         }
     };
-    // Every parameter row runs in the same state (one start time) and with the same runtime (one
-    // memory pool, one spill budget): one query.
+    // Every parameter row runs in the same state (one start time) and with the same task context
+    // and runtime (one memory pool, one spill budget): one query.
+    let task = Arc::new(TaskContext::from(&state).with_runtime(runtime));
     let state = Arc::new(state);
     let runs = futures::stream::iter(rows).then(move |values| {
         let state = Arc::clone(&state);
-        let runtime = Arc::clone(&runtime);
+        let task = Arc::clone(&task);
         let plan = plan.clone();
         async move {
             let plan = plan.with_param_values(values).map_err(Error::Query)?;
@@ -498,8 +498,7 @@ async fn start(
                 .create_physical_plan(&plan)
                 .await
                 .map_err(Error::Query)?;
-            let task = TaskContext::from(state.as_ref()).with_runtime(runtime);
-            let stream = execute_stream(physical, Arc::new(task)).map_err(Error::Query)?;
+            let stream = execute_stream(physical, task).map_err(Error::Query)?;
             Ok::<_, Error>(stream.map(|item| item.map_err(Error::Query)))
         }
     });
