@@ -18,6 +18,7 @@ pub mod stream;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, Date32Array};
+use shop_types::{Table, tables};
 
 pub use datafusion::prelude::SessionContext;
 pub use refresh::{Refresher, Selection};
@@ -52,61 +53,83 @@ pub enum Error {
     ClickHouseSetup(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("Kafka at {brokers}: {what}: {cause}")]
-    Kafka {
-        brokers: String,
-        what: &'static str,
-        cause: rdkafka::error::KafkaError,
-    },
+    #[error(transparent)]
+    Kafka(#[from] shop_kafka::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A daily aggregate: a table in the `analytics` schema (and in ClickHouse), the SQL that
 /// computes it and the ClickHouse DDL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Aggregate {
     pub table: &'static str,
+    /// Its declaration: `dt` then the columns that make a row unique within a day.
+    pub declared: &'static Table,
     /// A query over the `shop` catalog with a `dt` column, grouped by `dt`.
     pub sql: &'static str,
-    /// The columns that make a row unique within a day; rows are written in this order.
-    pub key: &'static [&'static str],
     /// `CREATE TABLE IF NOT EXISTS {database}.<table> …`.
     pub clickhouse_ddl: &'static str,
 }
 
+/// Aggregates are the same when they name the same table.
+impl PartialEq for Aggregate {
+    fn eq(&self, other: &Self) -> bool {
+        self.table == other.table
+    }
+}
+
+impl Eq for Aggregate {}
+
+impl Aggregate {
+    const fn new(
+        declared: &'static Table,
+        sql: &'static str,
+        clickhouse_ddl: &'static str,
+    ) -> Self {
+        Self {
+            table: declared.name,
+            declared,
+            sql,
+            clickhouse_ddl,
+        }
+    }
+
+    /// The columns that make a row unique within a day; rows are written in this order.
+    pub fn key(&self) -> &'static [&'static str] {
+        // Every aggregate's primary key starts with `dt` (checked in `shop-types`).
+        &self.declared.primary_key[1..]
+    }
+}
+
 /// `analytics.daily_sales(dt, currency, orders, units, revenue, buyers)`.
-pub const DAILY_SALES: Aggregate = Aggregate {
-    table: "daily_sales",
-    sql: include_str!("../sql/daily_sales.sql"),
-    key: &["currency"],
-    clickhouse_ddl: include_str!("../clickhouse/daily_sales.sql"),
-};
+pub const DAILY_SALES: Aggregate = Aggregate::new(
+    &tables::DAILY_SALES,
+    include_str!("../sql/daily_sales.sql"),
+    include_str!("../clickhouse/daily_sales.sql"),
+);
 
 /// `analytics.daily_product_sales(dt, product_id, currency, orders, units, revenue, buyers)`.
-pub const DAILY_PRODUCT_SALES: Aggregate = Aggregate {
-    table: "daily_product_sales",
-    sql: include_str!("../sql/daily_product_sales.sql"),
-    key: &["product_id", "currency"],
-    clickhouse_ddl: include_str!("../clickhouse/daily_product_sales.sql"),
-};
+pub const DAILY_PRODUCT_SALES: Aggregate = Aggregate::new(
+    &tables::DAILY_PRODUCT_SALES,
+    include_str!("../sql/daily_product_sales.sql"),
+    include_str!("../clickhouse/daily_product_sales.sql"),
+);
 
 /// `analytics.daily_seller_sales(dt, seller_id, currency, orders, units, revenue, buyers,
 /// products)`.
-pub const DAILY_SELLER_SALES: Aggregate = Aggregate {
-    table: "daily_seller_sales",
-    sql: include_str!("../sql/daily_seller_sales.sql"),
-    key: &["seller_id", "currency"],
-    clickhouse_ddl: include_str!("../clickhouse/daily_seller_sales.sql"),
-};
+pub const DAILY_SELLER_SALES: Aggregate = Aggregate::new(
+    &tables::DAILY_SELLER_SALES,
+    include_str!("../sql/daily_seller_sales.sql"),
+    include_str!("../clickhouse/daily_seller_sales.sql"),
+);
 
 /// `analytics.daily_category_sales(dt, category, currency, orders, units, revenue, buyers)`.
-pub const DAILY_CATEGORY_SALES: Aggregate = Aggregate {
-    table: "daily_category_sales",
-    sql: include_str!("../sql/daily_category_sales.sql"),
-    key: &["category", "currency"],
-    clickhouse_ddl: include_str!("../clickhouse/daily_category_sales.sql"),
-};
+pub const DAILY_CATEGORY_SALES: Aggregate = Aggregate::new(
+    &tables::DAILY_CATEGORY_SALES,
+    include_str!("../sql/daily_category_sales.sql"),
+    include_str!("../clickhouse/daily_category_sales.sql"),
+);
 
 /// Every aggregate, in refresh order.
 pub const AGGREGATES: [Aggregate; 4] = [
@@ -129,20 +152,20 @@ pub struct Dimension {
 /// Every dimension.
 pub const DIMENSIONS: [Dimension; 3] = [
     Dimension {
-        table: "customers",
-        source: "customers",
+        table: tables::CUSTOMERS.name,
+        source: tables::CUSTOMERS.name,
         sql: include_str!("../sql/dim_customers.sql"),
         clickhouse_ddl: include_str!("../clickhouse/customers.sql"),
     },
     Dimension {
-        table: "products",
-        source: "products",
+        table: tables::PRODUCTS.name,
+        source: tables::PRODUCTS.name,
         sql: include_str!("../sql/dim_products.sql"),
         clickhouse_ddl: include_str!("../clickhouse/products.sql"),
     },
     Dimension {
-        table: "sellers",
-        source: "sellers",
+        table: tables::SELLERS.name,
+        source: tables::SELLERS.name,
         sql: include_str!("../sql/dim_sellers.sql"),
         clickhouse_ddl: include_str!("../clickhouse/sellers.sql"),
     },

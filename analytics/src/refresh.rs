@@ -141,7 +141,7 @@ impl Refresher {
             "SELECT * FROM ({}) AS agg WHERE dt = DATE '{}' ORDER BY {}",
             aggregate.sql.trim().trim_end_matches(';'),
             day.format("%Y-%m-%d"),
-            aggregate.key.join(", ")
+            aggregate.key().join(", ")
         );
         let frame = ctx.sql(&sql).await.map_err(wrap)?;
         let schema = frame.schema().inner().clone();

@@ -12,19 +12,20 @@ use arrow::array::{
     Array, AsArray, Date32Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::prelude::SessionContext;
 use object_store::path::Path;
 use shop_lake::Lake;
 use shop_lake::writer::write_file;
+use shop_types::tables::REFRESH_RUNS;
 
 use crate::{Error, Result, from_days};
 
 /// The schema the run history is served in.
-pub const SCHEMA: &str = shop_lake::layout::SYSTEM;
+pub const SCHEMA: &str = REFRESH_RUNS.schema;
 /// The run history table.
-pub const TABLE: &str = "refresh_runs";
+pub const TABLE: &str = REFRESH_RUNS.name;
 
 /// What started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,30 +98,9 @@ pub fn process_id() -> &'static str {
     ID.get_or_init(|| uuid::Uuid::new_v4().to_string())
 }
 
-fn ts_field(name: &str, nullable: bool) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        nullable,
-    )
-}
-
 /// Schema of `system.refresh_runs`.
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("trigger", DataType::Utf8, false),
-        Field::new("day", DataType::Date32, true),
-        Field::new("tables", DataType::Utf8, false),
-        Field::new("attempt", DataType::Int32, false),
-        Field::new("status", DataType::Utf8, false),
-        ts_field("started_at", false),
-        ts_field("finished_at", true),
-        Field::new("lake_rows", DataType::Int64, true),
-        Field::new("clickhouse_rows", DataType::Int64, true),
-        Field::new("error", DataType::Utf8, true),
-        Field::new("process", DataType::Utf8, false),
-    ]))
+    REFRESH_RUNS.schema_ref()
 }
 
 fn to_days(day: NaiveDate) -> i32 {

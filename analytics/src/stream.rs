@@ -18,7 +18,6 @@
 //! was committed) are dropped from the batch.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,12 +25,11 @@ use std::time::{Duration, Instant};
 use arrow::array::{ArrayRef, Date32Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::Utc;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::Offset;
+use rdkafka::message::{BorrowedMessage, Message};
 use serde::Deserialize;
-use shop_ingest::kafka::{GroupContext, REVOKE_ALL, StartOffset, close};
-use shop_ingest::purchases::{self, Purchase, PurchaseBatch, Rejected};
+use shop_kafka::{ConsumerConfig, Flushed, Sink, StartOffset};
+use shop_types::purchases::{self, Purchase, PurchaseBatch, Rejected};
 use tokio::runtime::Handle;
 
 use crate::clickhouse::ClickHouse;
@@ -57,37 +55,28 @@ pub const MAX_FLUSH_ROWS: usize = 500_000;
 /// Settings of the loader.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
-    pub brokers: String,
-    pub topic: String,
     /// Its own consumer group, apart from the lake worker's.
-    pub group: String,
+    pub consumer: ConsumerConfig,
     /// Insert once this many events are buffered (at most [`MAX_FLUSH_ROWS`])…
     pub flush_rows: usize,
     /// … or the oldest buffered event waited this long.
     pub flush_interval: Duration,
-    pub session_timeout_ms: u32,
-    pub metrics_interval: Duration,
     /// Longest wait between two tries of a failed insert.
     pub retry_max: Duration,
-    /// Extra librdkafka settings.
-    pub extra: Vec<(String, String)>,
-    /// Touched at every metrics tick (container healthchecks).
-    pub health_file: Option<PathBuf>,
 }
 
 impl StreamConfig {
     pub fn new(brokers: &str, topic: &str, group: &str) -> Self {
         Self {
-            brokers: brokers.into(),
-            topic: topic.into(),
-            group: group.into(),
+            consumer: ConsumerConfig::new(
+                brokers,
+                topic,
+                group,
+                "shop-analytics-stream-clickhouse",
+            ),
             flush_rows: 50_000,
             flush_interval: Duration::from_secs(1),
-            session_timeout_ms: 10_000,
-            metrics_interval: Duration::from_secs(10),
             retry_max: Duration::from_secs(30),
-            extra: Vec::new(),
-            health_file: None,
         }
     }
 }
@@ -161,96 +150,11 @@ impl Loader {
         }
     }
 
-    fn kafka_error(&self, what: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
-        let brokers = self.config.brokers.clone();
-        move |cause| Error::Kafka {
-            brokers,
-            what,
-            cause,
-        }
-    }
-
-    fn consumer(&self) -> Result<BaseConsumer<GroupContext>> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &self.config.brokers)
-            .set("group.id", &self.config.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "session.timeout.ms",
-                self.config.session_timeout_ms.to_string(),
-            )
-            .set("client.id", "shop-analytics-stream-clickhouse");
-        for (k, v) in &self.config.extra {
-            client.set(k, v);
-        }
-        let (ch, topic, handle) = (
-            self.ch.clone(),
-            self.config.topic.clone(),
-            self.handle.clone(),
-        );
-        let start: StartOffset = Box::new(move |p| {
-            match handle.block_on(next_offsets(&ch, &topic)) {
-                Ok(next) => next
-                    .get(&p)
-                    .map_or(Offset::Beginning, |o| Offset::Offset(*o)),
-                Err(e) => {
-                    // The loop skips every message below ClickHouse's offset once it can read
-                    // it: starting at the beginning re-reads more but never skips a message
-                    // (the group's commit could be ahead of a restored ClickHouse).
-                    tracing::error!(partition = p, cause = %e, "cannot read the loaded offsets; starting at the beginning");
-                    Offset::Beginning
-                }
-            }
-        });
-        let consumer: BaseConsumer<GroupContext> = client
-            .create_with_context(GroupContext::new(self.config.topic.clone(), start))
-            .map_err(self.kafka_error("creating the consumer"))?;
-        consumer
-            .subscribe(&[&self.config.topic])
-            .map_err(self.kafka_error("subscribing"))?;
-        Ok(consumer)
-    }
-
     /// Consumes until `stop` is set, then inserts what it holds.
-    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<()> {
-        let consumer = self.consumer()?;
-        tracing::info!(
-            topic = %self.config.topic,
-            group = %self.config.group,
-            clickhouse = %self.ch.url(),
-            "streaming purchases into ClickHouse"
-        );
-        let started = Instant::now();
-        let mut last_metrics = Instant::now();
-        let result = (|| {
-            while !stop.load(Ordering::Relaxed) {
-                let message = consumer.poll(Duration::from_millis(100));
-                self.handle_rebalance(&consumer, &stop)?;
-                match message {
-                    None => {}
-                    Some(Err(e)) => tracing::warn!(cause = %e, "Kafka error while polling"),
-                    Some(Ok(m)) => self.accept(&m),
-                }
-                let due = self.buffer.len() >= self.config.flush_rows.clamp(1, MAX_FLUSH_ROWS)
-                    || self
-                        .oldest
-                        .is_some_and(|t| t.elapsed() >= self.config.flush_interval);
-                if due {
-                    self.flush(&consumer, &stop)?;
-                }
-                if last_metrics.elapsed() >= self.config.metrics_interval {
-                    last_metrics = Instant::now();
-                    self.log_metrics(started);
-                }
-            }
-            self.handle_rebalance(&consumer, &stop)?;
-            self.flush(&consumer, &stop)
-        })();
-        close(consumer);
-        result
+    pub fn run(mut self, stop: &AtomicBool) -> Result<()> {
+        tracing::info!(clickhouse = %self.ch.url(), "streaming purchases into ClickHouse");
+        let config = self.config.consumer.clone();
+        shop_kafka::run(&config, &mut self, stop)
     }
 
     /// The next offsets from ClickHouse, retried with backoff until they come or `stop` is set.
@@ -259,7 +163,7 @@ impl Loader {
         loop {
             match self
                 .handle
-                .block_on(next_offsets(&self.ch, &self.config.topic))
+                .block_on(next_offsets(&self.ch, &self.config.consumer.topic))
             {
                 Ok(next) => return Ok(next),
                 Err(e) if stop.load(Ordering::Relaxed) => return Err(e),
@@ -272,44 +176,7 @@ impl Loader {
         }
     }
 
-    fn handle_rebalance(
-        &mut self,
-        consumer: &BaseConsumer<GroupContext>,
-        stop: &AtomicBool,
-    ) -> Result<()> {
-        for (assigned, partitions) in consumer.context().take_events() {
-            if assigned {
-                let next = self.next_offsets(stop)?;
-                for p in partitions {
-                    let start = next.get(&p).copied().unwrap_or(0);
-                    tracing::info!(partition = p, next_offset = start, "partition assigned");
-                    self.next.insert(p, start);
-                }
-            } else {
-                let revoked: Vec<i32> = if partitions == [REVOKE_ALL] {
-                    self.next.keys().copied().collect()
-                } else {
-                    partitions
-                };
-                for p in &revoked {
-                    self.next.remove(p);
-                }
-                let before = self.buffer.len();
-                self.buffer.retain(|(p, _, _)| !revoked.contains(p));
-                tracing::info!(
-                    partitions = ?revoked,
-                    dropped_unloaded = before - self.buffer.len(),
-                    "partitions revoked; their next owner re-reads what was not loaded"
-                );
-                if self.buffer.is_empty() {
-                    self.oldest = None;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn accept(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+    fn accept_message(&mut self, m: &BorrowedMessage<'_>) {
         let (partition, offset) = (m.partition(), m.offset());
         let Some(next) = self.next.get_mut(&partition) else {
             return; // not (or no longer) ours
@@ -337,7 +204,7 @@ impl Loader {
             }
         });
         let row = decoded.map_err(|reason| Rejected {
-            topic: self.config.topic.clone(),
+            topic: self.config.consumer.topic.clone(),
             partition,
             offset,
             key: m.key().map(<[u8]>::to_vec),
@@ -352,10 +219,7 @@ impl Loader {
     }
 
     /// Inserts the buffer, retrying with backoff until it succeeds or `stop` is set.
-    fn flush(&mut self, consumer: &BaseConsumer<GroupContext>, stop: &AtomicBool) -> Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
+    fn insert(&mut self, stop: &AtomicBool) -> Result<()> {
         self.buffer.sort_by_key(|(p, o, _)| (*p, *o));
         let mut wait = Duration::from_millis(500);
         let mut first = true;
@@ -365,7 +229,7 @@ impl Loader {
                 // ClickHouse: keep only what is not there yet.
                 match self
                     .handle
-                    .block_on(next_offsets(&self.ch, &self.config.topic))
+                    .block_on(next_offsets(&self.ch, &self.config.consumer.topic))
                 {
                     Ok(next) => self
                         .buffer
@@ -416,14 +280,6 @@ impl Loader {
             }
         }
         self.metrics.inserts.fetch_add(1, Ordering::Relaxed);
-        // The group's committed offsets only report progress (lag tools read them).
-        let mut positions = TopicPartitionList::new();
-        for (p, next) in &self.next {
-            let _ = positions.add_partition_offset(&self.config.topic, *p, Offset::Offset(*next));
-        }
-        if let Err(e) = consumer.commit(&positions, CommitMode::Async) {
-            tracing::warn!(cause = %e, "cannot commit the group offsets (progress report only)");
-        }
         self.buffer.clear();
         self.oldest = None;
         Ok(())
@@ -446,7 +302,7 @@ impl Loader {
             }
         }
         let base = valid.finish();
-        let topics = StringArray::from(vec![self.config.topic.as_str(); base.num_rows()]);
+        let topics = StringArray::from(vec![self.config.consumer.topic.as_str(); base.num_rows()]);
         let mut fields: Vec<Field> = base
             .schema()
             .fields()
@@ -490,23 +346,97 @@ impl Loader {
                 .expect("same columns");
         (purchases, rejected)
     }
+}
 
-    fn log_metrics(&self, started: Instant) {
+impl Sink for Loader {
+    type Error = Error;
+
+    /// Partitions start one past the highest offset in ClickHouse.
+    fn start_offsets(&self) -> StartOffset {
+        let (ch, topic, handle) = (
+            self.ch.clone(),
+            self.config.consumer.topic.clone(),
+            self.handle.clone(),
+        );
+        Box::new(move |p| {
+            match handle.block_on(next_offsets(&ch, &topic)) {
+                Ok(next) => next
+                    .get(&p)
+                    .map_or(Offset::Beginning, |o| Offset::Offset(*o)),
+                Err(e) => {
+                    // The loop skips every message below ClickHouse's offset once it can read
+                    // it: starting at the beginning re-reads more but never skips a message
+                    // (the group's commit could be ahead of a restored ClickHouse).
+                    tracing::error!(partition = p, cause = %e, "cannot read the loaded offsets; starting at the beginning");
+                    Offset::Beginning
+                }
+            }
+        })
+    }
+
+    fn assigned(&mut self, partitions: &[i32], stop: &AtomicBool) -> Result<()> {
+        let next = self.next_offsets(stop)?;
+        for &p in partitions {
+            let start = next.get(&p).copied().unwrap_or(0);
+            tracing::info!(partition = p, next_offset = start, "partition assigned");
+            self.next.insert(p, start);
+        }
+        Ok(())
+    }
+
+    fn revoked(&mut self, revoked: &[i32]) {
+        for p in revoked {
+            self.next.remove(p);
+        }
+        let before = self.buffer.len();
+        self.buffer.retain(|(p, _, _)| !revoked.contains(p));
+        tracing::info!(
+            partitions = ?revoked,
+            dropped_unloaded = before - self.buffer.len(),
+            "partitions revoked; their next owner re-reads what was not loaded"
+        );
+        if self.buffer.is_empty() {
+            self.oldest = None;
+        }
+    }
+
+    fn accept(&mut self, message: &BorrowedMessage<'_>) -> Result<()> {
+        self.accept_message(message);
+        Ok(())
+    }
+
+    /// Inserts the buffer once it holds `flush_rows` events or its oldest waited
+    /// `flush_interval` (whatever it holds when `all`).
+    fn flush(&mut self, all: bool, stop: &AtomicBool) -> Result<Flushed> {
+        let due = self.buffer.len() >= self.config.flush_rows.clamp(1, MAX_FLUSH_ROWS)
+            || self
+                .oldest
+                .is_some_and(|t| t.elapsed() >= self.config.flush_interval);
+        if self.buffer.is_empty() || !(due || all) {
+            return Ok(Flushed::default());
+        }
+        self.insert(stop)?;
+        Ok(Flushed {
+            positions: self.positions(),
+        })
+    }
+
+    fn positions(&self) -> Vec<(i32, i64)> {
+        self.next.iter().map(|(p, next)| (*p, *next)).collect()
+    }
+
+    fn report(&self, lag: Option<i64>, elapsed: Duration) {
         let rows = self.metrics.rows.load(Ordering::Relaxed);
         tracing::info!(
             partitions = self.next.len(),
             rows,
-            rows_per_sec = (rows as f64 / started.elapsed().as_secs_f64().max(1e-3)).round(),
+            rows_per_sec = (rows as f64 / elapsed.as_secs_f64().max(1e-3)).round(),
             rejected = self.metrics.rejected.load(Ordering::Relaxed),
             inserts = self.metrics.inserts.load(Ordering::Relaxed),
             failed_inserts = self.metrics.failed_inserts.load(Ordering::Relaxed),
             buffered = self.buffer.len(),
+            lag = lag.unwrap_or(-1),
             "metrics"
         );
-        if let Some(path) = &self.config.health_file
-            && let Err(e) = std::fs::write(path, b"ok\n")
-        {
-            tracing::warn!(path = %path.display(), cause = %e, "cannot touch the health file");
-        }
     }
 }

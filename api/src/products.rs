@@ -27,7 +27,7 @@ use crate::{
 
 const TOKEN: &str = "after";
 /// The columns of a product, in the order `to_products` reads them.
-use shop_ingest::products::COLUMNS;
+use shop_types::tables::PRODUCTS;
 
 /// `shop.v1.ProductService` over the lake.
 #[derive(Clone)]
@@ -87,7 +87,10 @@ impl ProductApi {
             let frame = self
                 .ctx
                 .read_table(Arc::clone(&provider))
-                .and_then(|frame| frame.select_columns(&COLUMNS))
+                .and_then(|frame| {
+                    let columns = PRODUCTS.column_names();
+                    frame.select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>())
+                })
                 .map_err(|e| internal("reading stage.products", e))?;
             let batches = collect(frame, self.limits, "reading stage.products").await?;
             let mut products = Vec::new();
@@ -115,7 +118,7 @@ impl ProductApi {
         self.require_catalogue().await?;
         let sql = format!(
             "SELECT {} FROM shop.stage.products WHERE {filter} ORDER BY product_id LIMIT {limit}",
-            COLUMNS.join(", ")
+            PRODUCTS.column_names().join(", ")
         );
         let failed = |e| internal("reading stage.products", e);
         let mut frame = self.ctx.sql(&sql).await.map_err(failed)?;

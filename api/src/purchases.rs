@@ -63,7 +63,7 @@ pub struct PurchaseConfig {
 impl Default for PurchaseConfig {
     fn default() -> Self {
         Self {
-            topic: "purchases".into(),
+            topic: shop_types::topics::PURCHASES.into(),
             publish_timeout: Duration::from_secs(10),
         }
     }
@@ -330,7 +330,7 @@ impl PurchaseApi {
         .to_string();
         let at = c.purchased_at.unwrap_or(now);
         let mut event = serde_json::json!({
-            "schema_version": shop_ingest::purchases::SCHEMA_VERSION,
+            "schema_version": shop_types::purchases::SCHEMA_VERSION,
             "purchase_id": purchase_id,
             "customer_id": c.customer_id,
             "product_id": c.product_id,
@@ -345,7 +345,7 @@ impl PurchaseApi {
         }
         let payload = serde_json::to_vec(&event).expect("JSON serialises");
         // What the ingest would refuse is never published.
-        shop_ingest::purchases::decode(&payload, Some(now.timestamp_millis()))
+        shop_types::purchases::decode(&payload, Some(now.timestamp_millis()))
             .map_err(|why| internal("checking the purchase event against the contract", why))?;
         Ok((purchase_id, payload))
     }
@@ -502,7 +502,7 @@ fn has_nul(value: &serde_json::Value) -> bool {
 
 /// The purchase an event (as built by [`PurchaseApi`]) describes.
 fn from_event(payload: &[u8]) -> Result<Purchase, Status> {
-    let p = shop_ingest::purchases::decode(payload, None)
+    let p = shop_types::purchases::decode(payload, None)
         .map_err(|why| internal("reading a recorded purchase event", why))?;
     Ok(Purchase {
         purchase_id: p.purchase_id,

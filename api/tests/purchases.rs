@@ -10,8 +10,8 @@ use shop_api::pb::purchase_service_server::PurchaseService;
 use shop_api::pb::{GetPurchaseRequest, ListPurchasesRequest, Purchase};
 use shop_api::{ProductApi, PurchaseApi, QueryLimits};
 use shop_ingest::demo::{self, DemoSpec};
-use shop_ingest::purchases::{self as contract, PurchaseBatch};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, layout, session};
+use shop_types::purchases::{self as contract, PurchaseBatch};
 use tonic::{Code, Request};
 
 struct Fixture {

@@ -133,7 +133,7 @@ pub struct StreamClickhouseArgs {
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
     /// Topic of the purchase events.
-    #[arg(long, env = "SHOP_KAFKA_TOPIC", default_value = "purchases")]
+    #[arg(long, env = "SHOP_KAFKA_TOPIC", default_value = shop_types::topics::PURCHASES)]
     pub topic: String,
     /// Consumer group, apart from the lake worker's.
     #[arg(
@@ -304,7 +304,7 @@ pub struct ShopApiArgs {
     #[arg(long, env = "SHOP_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
     pub kafka_brokers: Option<String>,
     /// Topic that CreatePurchase publishes to (created if missing).
-    #[arg(long, env = "SHOP_KAFKA_TOPIC", default_value = "purchases")]
+    #[arg(long, env = "SHOP_KAFKA_TOPIC", default_value = shop_types::topics::PURCHASES)]
     pub topic: String,
     /// Longest wait for Kafka to acknowledge a new purchase before the call answers
     /// UNAVAILABLE, in milliseconds.
@@ -333,7 +333,7 @@ pub struct GenerateKafkaArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Topic to write to (created with --partitions if missing).
-    #[arg(long, default_value = "purchases")]
+    #[arg(long, default_value = shop_types::topics::PURCHASES)]
     pub topic: String,
     /// Partitions of the topic when it has to be created.
     #[arg(long, default_value_t = 4)]
@@ -401,7 +401,7 @@ pub struct IngestKafkaArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
     /// Topic of the purchase events.
-    #[arg(long, env = "SHOP_KAFKA_TOPIC", default_value = "purchases")]
+    #[arg(long, env = "SHOP_KAFKA_TOPIC", default_value = shop_types::topics::PURCHASES)]
     pub topic: String,
     /// Consumer group; workers of one group share the partitions.
     #[arg(

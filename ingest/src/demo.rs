@@ -13,7 +13,6 @@ use arrow::array::{
     ArrayRef, BooleanArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +20,8 @@ use rand_distr::{Distribution, LogNormal, Zipf};
 use shop_lake::writer::{SnapshotWriter, write_file};
 use shop_lake::{Lake, layout};
 
-use crate::purchases::ts_field;
+use shop_types::Table;
+use shop_types::tables::{CUSTOMERS, PRODUCTS, PURCHASES, SELLERS};
 
 /// Errors of the demo generator.
 #[derive(Debug, thiserror::Error)]
@@ -173,44 +173,6 @@ fn micros(ts: DateTime<Utc>) -> i64 {
     ts.timestamp_micros()
 }
 
-/// Schema of `stage.customers`.
-pub fn customers_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("customer_id", DataType::Int64, false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("email", DataType::Utf8, true),
-        Field::new("city", DataType::Utf8, true),
-        Field::new("country", DataType::Utf8, false),
-        Field::new("is_active", DataType::Boolean, false),
-        ts_field("created_at", false),
-        ts_field("updated_at", false),
-    ]))
-}
-
-/// Schema of `stage.sellers`.
-pub fn sellers_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("seller_id", DataType::Int64, false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("country", DataType::Utf8, false),
-        Field::new("rating", DataType::Decimal128(3, 2), true),
-        ts_field("created_at", false),
-        ts_field("updated_at", false),
-    ]))
-}
-
-/// Schema of `stage.products`.
-pub fn products_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("product_id", DataType::Int64, false),
-        Field::new("seller_id", DataType::Int64, false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("category", DataType::Utf8, false),
-        Field::new("price", DataType::Decimal128(12, 2), false),
-        ts_field("created_at", false),
-    ]))
-}
-
 fn decimal(values: Vec<i128>, precision: u8, scale: i8) -> Result<ArrayRef> {
     Ok(Arc::new(
         Decimal128Array::from(values).with_precision_and_scale(precision, scale)?,
@@ -273,7 +235,7 @@ pub fn customers(spec: &DemoSpec) -> Result<RecordBatch> {
         updated.push(micros(updated_at));
     }
     Ok(RecordBatch::try_new(
-        customers_schema(),
+        CUSTOMERS.schema_ref(),
         vec![
             Arc::new(Int64Array::from(ids)),
             Arc::new(StringArray::from(names)),
@@ -314,7 +276,7 @@ pub fn sellers(spec: &DemoSpec) -> Result<RecordBatch> {
         updated.push(micros(updated_at));
     }
     Ok(RecordBatch::try_new(
-        sellers_schema(),
+        SELLERS.schema_ref(),
         vec![
             Arc::new(Int64Array::from(ids)),
             Arc::new(StringArray::from(names)),
@@ -363,7 +325,7 @@ pub fn products(spec: &DemoSpec) -> Result<(RecordBatch, Vec<i64>, Vec<i128>)> {
         ));
     }
     let batch = RecordBatch::try_new(
-        products_schema(),
+        PRODUCTS.schema_ref(),
         vec![
             Arc::new(Int64Array::from(ids)),
             Arc::new(Int64Array::from(sellers.clone())),
@@ -455,7 +417,7 @@ pub fn purchases_of_day(
         })
         .collect();
     Ok(RecordBatch::try_new(
-        crate::purchases::file_schema(),
+        PURCHASES.schema_ref(),
         vec![
             Arc::new(StringArray::from(ids)),
             Arc::new(Int64Array::from_iter_values(
@@ -484,33 +446,35 @@ pub async fn generate(
     mut progress: impl FnMut(&str, u64),
 ) -> Result<DemoSummary> {
     let mut summary = DemoSummary::default();
-    let snapshot = async |table: &str, batch: RecordBatch| -> Result<u64> {
-        let mut writer = SnapshotWriter::begin(lake, layout::STAGE, table, batch.schema()).await?;
+    let snapshot = async |table: &Table, batch: RecordBatch| -> Result<u64> {
+        let mut writer =
+            SnapshotWriter::begin(lake, table.schema, table.name, batch.schema()).await?;
         writer.write(&batch).await?;
         Ok(writer.commit(BTreeMap::new()).await?.rows())
     };
-    let rows = snapshot("customers", customers(spec)?).await?;
-    summary.rows.insert("customers".into(), rows);
-    progress("customers", rows);
-    let rows = snapshot("sellers", sellers(spec)?).await?;
-    summary.rows.insert("sellers".into(), rows);
-    progress("sellers", rows);
+    let rows = snapshot(&CUSTOMERS, customers(spec)?).await?;
+    summary.rows.insert(CUSTOMERS.name.into(), rows);
+    progress(CUSTOMERS.name, rows);
+    let rows = snapshot(&SELLERS, sellers(spec)?).await?;
+    summary.rows.insert(SELLERS.name.into(), rows);
+    progress(SELLERS.name, rows);
     let (products, product_sellers, prices) = products(spec)?;
-    let rows = snapshot("products", products).await?;
-    summary.rows.insert("products".into(), rows);
-    progress("products", rows);
+    let rows = snapshot(&PRODUCTS, products).await?;
+    summary.rows.insert(PRODUCTS.name.into(), rows);
+    progress(PRODUCTS.name, rows);
 
     let mut total = 0;
     let mut day = spec.first_day();
     while day <= spec.last_day {
         let batch = purchases_of_day(spec, day, &product_sellers, &prices)?;
-        let path = layout::day_dir(layout::STAGE, "purchases", day).join("demo-00000.parquet");
+        let path =
+            layout::day_dir(PURCHASES.schema, PURCHASES.name, day).join("demo-00000.parquet");
         let written = write_file(lake, path, batch.schema(), &[batch]).await?;
         total += written.rows;
-        progress("purchases", written.rows);
+        progress(PURCHASES.name, written.rows);
         day += Duration::days(1);
     }
-    summary.rows.insert("purchases".into(), total);
+    summary.rows.insert(PURCHASES.name.into(), total);
     Ok(summary)
 }
 

@@ -5,7 +5,6 @@
 //!   the stage layer, for `shop-analytics quickstart` and for tests.
 //! - [`postgres`]: PostgreSQL tables exported to snapshot tables of the stage (full or
 //!   incremental), the shop's schema migrations and a deterministic generator for them.
-//! - [`purchases`]: the purchase event contract (JSON v1) and its Arrow form.
 //! - [`kafka`]: purchase events from Kafka into `stage.purchases` exactly once, with dead letters,
 //!   and a generator of realistic (and deliberately bad) events.
 //! - [`products`]: product catalogue files (Parquet, CSV, JSON) validated into `stage.products`,
@@ -15,4 +14,3 @@ pub mod demo;
 pub mod kafka;
 pub mod postgres;
 pub mod products;
-pub mod purchases;

@@ -32,18 +32,18 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 use shop_lake::writer::{SnapshotWriter, write_file};
 use shop_lake::{Lake, layout, manifest};
 
-use crate::demo::products_schema;
-use crate::purchases::parse_price;
+use shop_types::purchases::parse_price;
+use shop_types::tables::{PRODUCTS, PRODUCTS_REJECTED};
 
 /// The stage table the catalogue lands in.
-pub const TABLE: &str = "products";
+pub const TABLE: &str = PRODUCTS.name;
 
 /// Errors of a load.
 #[derive(Debug, thiserror::Error)]
@@ -138,16 +138,6 @@ struct RawRow {
     /// `Err` for a row that could not even be parsed (malformed JSON).
     fields: std::result::Result<Map<String, Value>, String>,
 }
-
-/// The columns of a product, in the order of `stage.products`.
-pub const COLUMNS: [&str; 6] = [
-    "product_id",
-    "seller_id",
-    "name",
-    "category",
-    "price",
-    "created_at",
-];
 
 fn file_error(path: &Path, message: impl std::fmt::Display) -> Error {
     Error::File {
@@ -381,22 +371,6 @@ pub fn validate(
     })
 }
 
-/// Schema of `stage.products_rejected`.
-pub fn rejected_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("load_id", DataType::Utf8, false),
-        Field::new("file", DataType::Utf8, false),
-        Field::new("row", DataType::Int64, false),
-        Field::new("record", DataType::Utf8, false),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new(
-            "rejected_at",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]))
-}
-
 fn products_batch(products: &[Product]) -> Result<RecordBatch> {
     let mut id = Int64Builder::new();
     let mut seller = Int64Builder::new();
@@ -420,7 +394,7 @@ fn products_batch(products: &[Product]) -> Result<RecordBatch> {
         Arc::new(price.finish()),
         Arc::new(created.finish()),
     ];
-    Ok(RecordBatch::try_new(products_schema(), columns)?)
+    Ok(RecordBatch::try_new(PRODUCTS.schema_ref(), columns)?)
 }
 
 fn rejected_batch(load_id: &str, rows: &[RejectedRow], at: DateTime<Utc>) -> Result<RecordBatch> {
@@ -446,7 +420,10 @@ fn rejected_batch(load_id: &str, rows: &[RejectedRow], at: DateTime<Utc>) -> Res
         Arc::new(reason.finish()),
         Arc::new(when.finish()),
     ];
-    Ok(RecordBatch::try_new(rejected_schema(), columns)?)
+    Ok(RecordBatch::try_new(
+        PRODUCTS_REJECTED.schema_ref(),
+        columns,
+    )?)
 }
 
 fn first_reasons(rejected: &[RejectedRow]) -> String {
@@ -478,6 +455,7 @@ pub struct Read {
 pub fn read(files: &[PathBuf], now: DateTime<Utc>) -> Result<Read> {
     let mut raw = Vec::new();
     let mut ignored = Vec::new();
+    let known = PRODUCTS.column_names();
     for path in files {
         let columns = match Format::of(path) {
             Some(Format::Csv) => read_csv(path, &mut raw)?,
@@ -491,7 +469,7 @@ pub fn read(files: &[PathBuf], now: DateTime<Utc>) -> Result<Read> {
             }
         };
         for column in columns {
-            if !COLUMNS.contains(&column.as_str()) && !ignored.contains(&column) {
+            if !known.contains(&column) && !ignored.contains(&column) {
                 ignored.push(column);
             }
         }
@@ -589,7 +567,7 @@ pub async fn load(lake: &Lake, files: &[PathBuf], max_rejected: u64) -> Result<L
         lake,
         layout::STAGE,
         TABLE,
-        products_schema(),
+        PRODUCTS.schema_ref(),
         previous.as_ref(),
     )?;
     let load_id = writer.snapshot_id().to_string();

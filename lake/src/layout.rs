@@ -13,16 +13,9 @@
 
 use object_store::path::Path;
 
-/// The catalog every table lives in.
-pub const CATALOG: &str = "shop";
-/// The raw layer: what the ingestion workers land.
-pub const STAGE: &str = "stage";
-/// The derived layer: aggregates computed from the stage.
-pub const ANALYTICS: &str = "analytics";
-/// Operational tables of shop-analytics itself, such as the refresh run history.
-pub const SYSTEM: &str = "system";
-/// The lake's schemas, in display order.
-pub const SCHEMAS: [&str; 3] = [STAGE, ANALYTICS, SYSTEM];
+/// The catalog and its schemas (stage: what the ingestion workers land; analytics: aggregates
+/// computed from the stage; system: shop-analytics' own records), declared in `shop-types`.
+pub use shop_types::tables::{ANALYTICS, CATALOG, SCHEMAS, STAGE, SYSTEM};
 /// File name of a snapshot table's manifest.
 pub const MANIFEST_FILE: &str = "_manifest.json";
 /// The URL DataFusion knows the lake's object store by.

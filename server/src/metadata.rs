@@ -443,67 +443,6 @@ pub fn schema_with_column_metadata(
     Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
-/// Informational primary keys of the shop's tables: (schema, table, columns).
-pub const PRIMARY_KEYS: &[(&str, &str, &[&str])] = &[
-    ("stage", "customers", &["customer_id"]),
-    ("stage", "sellers", &["seller_id"]),
-    ("stage", "products", &["product_id"]),
-    ("stage", "purchases", &["purchase_id"]),
-    ("analytics", "daily_sales", &["dt", "currency"]),
-    (
-        "analytics",
-        "daily_product_sales",
-        &["dt", "product_id", "currency"],
-    ),
-    (
-        "analytics",
-        "daily_seller_sales",
-        &["dt", "seller_id", "currency"],
-    ),
-    (
-        "analytics",
-        "daily_category_sales",
-        &["dt", "category", "currency"],
-    ),
-    ("system", "refresh_runs", &["run_id"]),
-];
-
-/// Informational foreign keys: (fk schema, fk table, fk column, pk schema, pk table, pk column).
-pub const FOREIGN_KEYS: &[(&str, &str, &str, &str, &str, &str)] = &[
-    (
-        "stage",
-        "purchases",
-        "customer_id",
-        "stage",
-        "customers",
-        "customer_id",
-    ),
-    (
-        "stage",
-        "purchases",
-        "product_id",
-        "stage",
-        "products",
-        "product_id",
-    ),
-    (
-        "stage",
-        "purchases",
-        "seller_id",
-        "stage",
-        "sellers",
-        "seller_id",
-    ),
-    (
-        "stage",
-        "products",
-        "seller_id",
-        "stage",
-        "sellers",
-        "seller_id",
-    ),
-];
-
 /// Schema of `GetPrimaryKeys` results, as the Flight SQL specification defines it.
 pub fn primary_keys_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -554,14 +493,15 @@ pub fn primary_keys(
         Int32Builder::new(),
     );
     if matches(catalog, shop_lake::layout::CATALOG) {
-        for (s, t, columns) in PRIMARY_KEYS {
-            if *t == table && matches(db_schema, s) {
-                for (i, c) in columns.iter().enumerate() {
+        // Keys are declared once, with the tables, in `shop-types`.
+        for t in &shop_types::TABLES {
+            if t.name == table && matches(db_schema, t.schema) {
+                for (i, c) in t.primary_key.iter().enumerate() {
                     cat.append_value(shop_lake::layout::CATALOG);
-                    sch.append_value(s);
-                    tab.append_value(t);
+                    sch.append_value(t.schema);
+                    tab.append_value(t.name);
                     col.append_value(c);
-                    name.append_value(format!("{t}_pkey"));
+                    name.append_value(format!("{}_pkey", t.name));
                     seq.append_value(i as i32 + 1);
                 }
             }
@@ -594,7 +534,30 @@ pub fn foreign_keys(
     let mut text: Vec<StringBuilder> = (0..10).map(|_| StringBuilder::new()).collect();
     let mut seq = Int32Builder::new();
     let (mut update, mut delete) = (UInt8Builder::new(), UInt8Builder::new());
-    for (fs, ft, fc, ps, pt, pc) in FOREIGN_KEYS {
+    let mut declared: Vec<_> = shop_types::TABLES
+        .iter()
+        .flat_map(|t| {
+            t.foreign_keys.iter().map(|k| {
+                let r = k.references;
+                (
+                    t.schema,
+                    t.name,
+                    k.column,
+                    r.schema,
+                    r.name,
+                    k.referenced_column(),
+                )
+            })
+        })
+        .collect();
+    // The order the specification gives: imported keys by the referenced table, the others by
+    // the referencing table.
+    if pk.is_none() {
+        declared.sort_by_key(|&(_, _, fc, ps, pt, _)| (ps, pt, fc));
+    } else {
+        declared.sort_by_key(|&(fs, ft, fc, ..)| (fs, ft, fc));
+    }
+    for (fs, ft, fc, ps, pt, pc) in declared {
         if !(keep(pk, ps, pt) && keep(fk, fs, ft)) {
             continue;
         }

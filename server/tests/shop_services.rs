@@ -313,10 +313,10 @@ async fn purchases_are_published_once_per_idempotency_key() {
         ]
     );
     for (key, payload) in &events {
-        let decoded = shop_ingest::purchases::decode(payload, None).unwrap();
+        let decoded = shop_types::purchases::decode(payload, None).unwrap();
         assert_eq!(&decoded.purchase_id, key);
     }
-    let first_event = shop_ingest::purchases::decode(&events[0].1, None).unwrap();
+    let first_event = shop_types::purchases::decode(&events[0].1, None).unwrap();
     assert_eq!(first_event.unit_price, 1250);
     assert_eq!(
         first_event.extras.as_deref(),
@@ -939,15 +939,15 @@ async fn a_late_retry_finds_its_purchase_in_the_lake() {
     .fetch_one(shop.pg.pool())
     .await
     .unwrap();
-    let landed = shop_ingest::purchases::decode(event.as_bytes(), None).unwrap();
-    let mut batch = shop_ingest::purchases::PurchaseBatch::default();
+    let landed = shop_types::purchases::decode(event.as_bytes(), None).unwrap();
+    let mut batch = shop_types::purchases::PurchaseBatch::default();
     batch.push(&landed);
     let path = shop_lake::layout::day_dir(shop_lake::layout::STAGE, "purchases", landed.day())
         .join("landed-late.parquet");
     shop_lake::writer::write_file(
         &shop.lake,
         path,
-        shop_ingest::purchases::file_schema(),
+        shop_types::purchases::file_schema(),
         &[batch.finish()],
     )
     .await

@@ -166,9 +166,9 @@ pub async fn kafka(args: IngestKafkaArgs, file: Option<&Path>) -> anyhow::Result
         .with_context(|| format!("invalid --flush-bytes {:?}", args.flush_bytes))?
         as usize;
     config.flush_interval = Duration::from_millis(args.flush_interval_ms.max(10));
-    config.session_timeout_ms = args.session_timeout_ms;
-    config.metrics_interval = Duration::from_secs(args.metrics_interval_secs.max(1));
-    config.health_file = args.health_file;
+    config.consumer.session_timeout_ms = args.session_timeout_ms;
+    config.consumer.metrics_interval = Duration::from_secs(args.metrics_interval_secs.max(1));
+    config.consumer.health_file = args.health_file;
     let metrics = std::sync::Arc::new(kafka::Metrics::default());
     let worker = kafka::Worker::new(
         lake,
@@ -176,20 +176,7 @@ pub async fn kafka(args: IngestKafkaArgs, file: Option<&Path>) -> anyhow::Result
         tokio::runtime::Handle::current(),
         std::sync::Arc::clone(&metrics),
     );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let running = tokio::task::spawn_blocking({
-        let stop = std::sync::Arc::clone(&stop);
-        move || worker.run(stop)
-    });
-    tokio::pin!(running);
-    let result = tokio::select! {
-        result = &mut running => result,
-        () = serve::shutdown_signal() => {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            running.await
-        }
-    };
-    result.context("the Kafka worker panicked")??;
+    super::run_until_signal("Kafka worker", move |stop| worker.run(stop)).await?;
     eprintln!(
         "Stopped: {} purchases, {} dead letters in {} files.",
         metrics.rows.load(std::sync::atomic::Ordering::Relaxed),
@@ -232,7 +219,7 @@ pub async fn generate_kafka(args: GenerateKafkaArgs, file: Option<&Path>) -> any
         anyhow::bail!("--poison-rate must be between 0 and 1");
     }
     let brokers = args.kafka.resolve(file)?;
-    kafka::generate::ensure_topic(&brokers, &args.topic, args.partitions).await?;
+    shop_kafka::admin::ensure_topic(&brokers, &args.topic, args.partitions).await?;
     let events: Vec<_> =
         kafka::generate::events(args.seed, args.count, args.poison_rate, chrono::Utc::now())
             .collect();

@@ -5,6 +5,11 @@ mod quickstart;
 mod refresh;
 mod serve;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+
 use crate::config::{Cli, Command, GenerateCommand, IngestCommand, StreamCommand};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -28,4 +33,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             refresh::stream_clickhouse(args, file).await
         }
     }
+}
+
+/// Runs a blocking worker (a Kafka consumer loop) on a thread of its own until it returns, or
+/// until SIGTERM / Ctrl-C sets its `stop` flag and it finishes its final flush.
+pub async fn run_until_signal<E>(
+    what: &'static str,
+    work: impl FnOnce(&AtomicBool) -> Result<(), E> + Send + 'static,
+) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = tokio::task::spawn_blocking({
+        let stop = Arc::clone(&stop);
+        move || work(&stop)
+    });
+    tokio::pin!(running);
+    let result = tokio::select! {
+        result = &mut running => result,
+        () = serve::shutdown_signal() => {
+            stop.store(true, Ordering::Relaxed);
+            running.await
+        }
+    };
+    result.with_context(|| format!("the {what} panicked"))??;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -141,9 +141,9 @@ pub async fn stream_clickhouse(
     let mut config = StreamConfig::new(&brokers, &args.topic, &args.group);
     config.flush_rows = args.flush_rows.max(1);
     config.flush_interval = Duration::from_millis(args.flush_interval_ms.max(10));
-    config.session_timeout_ms = args.session_timeout_ms;
-    config.metrics_interval = Duration::from_secs(args.metrics_interval_secs.max(1));
-    config.health_file = args.health_file;
+    config.consumer.session_timeout_ms = args.session_timeout_ms;
+    config.consumer.metrics_interval = Duration::from_secs(args.metrics_interval_secs.max(1));
+    config.consumer.health_file = args.health_file;
     let metrics = Arc::new(StreamMetrics::default());
     let loader = Loader::new(
         ch,
@@ -151,20 +151,7 @@ pub async fn stream_clickhouse(
         tokio::runtime::Handle::current(),
         Arc::clone(&metrics),
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let running = tokio::task::spawn_blocking({
-        let stop = Arc::clone(&stop);
-        move || loader.run(stop)
-    });
-    tokio::pin!(running);
-    let result = tokio::select! {
-        result = &mut running => result,
-        () = serve::shutdown_signal() => {
-            stop.store(true, Ordering::Relaxed);
-            running.await
-        }
-    };
-    result.context("the ClickHouse loader panicked")??;
+    super::run_until_signal("ClickHouse loader", move |stop| loader.run(stop)).await?;
     eprintln!(
         "Stopped: {} purchases and {} rejected events loaded into ClickHouse.",
         metrics.rows.load(Ordering::Relaxed),

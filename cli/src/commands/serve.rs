@@ -90,7 +90,7 @@ async fn api_backends(
             .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?;
         // The topic is made here if it is missing; a broker that is down is only a warning.
         let topic = args.topic.clone();
-        let ensure = shop_ingest::kafka::generate::ensure_topic(&brokers, &topic, 4);
+        let ensure = shop_kafka::admin::ensure_topic(&brokers, &topic, 4);
         match tokio::time::timeout(config.publish_timeout, ensure).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -9,10 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
 use serde_json::json;
 
 use super::{Error, Result};
@@ -133,40 +130,6 @@ pub fn events(
     })
 }
 
-/// Creates `topic` with `partitions` partitions unless it exists.
-pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|cause| Error::Kafka {
-            brokers: brokers.to_string(),
-            what: "creating the admin client",
-            cause,
-        })?;
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .map_err(|cause| Error::Kafka {
-            brokers: brokers.to_string(),
-            what: "creating the topic",
-            cause,
-        })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(Error::Invalid(format!(
-                    "cannot create the topic {name}: {code}"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// A producer as the shop's services use it: idempotent (no duplicates from its own retries),
 /// acks from all replicas, bounded delivery time.
 pub fn producer(brokers: &str) -> Result<FutureProducer> {
@@ -177,10 +140,10 @@ pub fn producer(brokers: &str) -> Result<FutureProducer> {
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
         .create()
-        .map_err(|cause| Error::Kafka {
-            brokers: brokers.to_string(),
-            what: "creating the producer",
-            cause,
+        .map_err(|cause| {
+            Error::from(shop_kafka::Error::kafka(brokers, "creating the producer")(
+                cause,
+            ))
         })
 }
 
@@ -199,10 +162,10 @@ pub async fn produce(
         rdkafka::producer::future_producer::Delivery,
         (rdkafka::error::KafkaError, rdkafka::message::OwnedMessage),
     >| {
-        r.map(|_| ()).map_err(|(cause, _)| Error::Kafka {
-            brokers: brokers.to_string(),
-            what: "delivering an event",
-            cause,
+        r.map(|_| ()).map_err(|(cause, _)| {
+            Error::from(shop_kafka::Error::kafka(brokers, "delivering an event")(
+                cause,
+            ))
         })
     };
     for event in events {
@@ -234,7 +197,7 @@ pub async fn produce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::purchases::decode;
+    use shop_types::purchases::decode;
 
     #[test]
     fn the_generator_means_what_it_says() {

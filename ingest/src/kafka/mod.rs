@@ -29,8 +29,8 @@
 pub mod generate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, StringArray};
@@ -39,28 +39,23 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
 use parquet::arrow::ArrowWriter;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::message::Message;
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::Offset;
+use rdkafka::message::{BorrowedMessage, Message};
 use serde::{Deserialize, Serialize};
+use shop_kafka::{ConsumerConfig, Flushed, Sink, StartOffset};
 use shop_lake::{Lake, layout};
 use tokio::runtime::Handle;
 
-use crate::purchases::{self, PurchaseBatch, Rejected};
+use shop_types::purchases::{self, PurchaseBatch, Rejected};
 
 /// The lake table purchases land in.
-pub const TABLE: &str = "purchases";
+pub const TABLE: &str = shop_types::tables::PURCHASES.name;
 
 /// Errors of the Kafka worker.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kafka ({brokers}): {what}: {cause}")]
-    Kafka {
-        brokers: String,
-        what: &'static str,
-        cause: rdkafka::error::KafkaError,
-    },
+    #[error(transparent)]
+    Kafka(#[from] shop_kafka::Error),
     #[error(transparent)]
     Lake(#[from] shop_lake::Error),
     #[error("the offsets marker {path} is corrupt: {cause}")]
@@ -82,37 +77,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How the worker consumes and when it flushes.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    pub brokers: String,
-    pub topic: String,
-    pub group: String,
+    pub consumer: ConsumerConfig,
     /// Flush a partition once it buffers this many events (valid or not).
     pub flush_rows: usize,
     /// … or this many payload bytes.
     pub flush_bytes: usize,
     /// … or when its oldest buffered event waited this long.
     pub flush_interval: Duration,
-    pub session_timeout_ms: u32,
-    /// How often the metrics are logged.
-    pub metrics_interval: Duration,
-    /// Extra librdkafka settings (`key=value`), e.g. security settings.
-    pub extra: Vec<(String, String)>,
-    /// Touched at every metrics tick while the consume loop runs (container healthchecks).
-    pub health_file: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
     pub fn new(brokers: &str, topic: &str, group: &str) -> Self {
         Self {
-            brokers: brokers.to_string(),
-            topic: topic.to_string(),
-            group: group.to_string(),
+            consumer: ConsumerConfig::new(brokers, topic, group, "shop-analytics-ingest-kafka"),
             flush_rows: 50_000,
             flush_bytes: 32 << 20,
             flush_interval: Duration::from_secs(2),
-            session_timeout_ms: 10_000,
-            metrics_interval: Duration::from_secs(10),
-            extra: Vec::new(),
-            health_file: None,
         }
     }
 }
@@ -243,113 +223,6 @@ async fn write_marker(
     }
 }
 
-/// Where a partition starts when it is assigned.
-pub type StartOffset = Box<dyn Fn(i32) -> Offset + Send + Sync>;
-
-/// A consumer context for consumers whose destination is the truth about their progress (the
-/// lake, ClickHouse): partitions are assigned at the offset `start` returns for them, and
-/// rebalances, which happen inside `poll`, are recorded for the loop to handle right after it
-/// (see [`GroupContext::take_events`]).
-pub struct GroupContext {
-    events: Mutex<Vec<(bool, Vec<i32>)>>,
-    topic: String,
-    start: StartOffset,
-}
-
-impl GroupContext {
-    pub fn new(topic: impl Into<String>, start: StartOffset) -> Self {
-        Self {
-            events: Mutex::default(),
-            topic: topic.into(),
-            start,
-        }
-    }
-
-    fn record(&self, assigned: bool, partitions: Vec<i32>) {
-        self.events
-            .lock()
-            .expect("rebalance log lock")
-            .push((assigned, partitions));
-    }
-
-    /// The rebalances since the last call: `(assigned, partitions)`, where a revoke of
-    /// [`REVOKE_ALL`] means every partition held.
-    pub fn take_events(&self) -> Vec<(bool, Vec<i32>)> {
-        std::mem::take(&mut *self.events.lock().expect("rebalance log lock"))
-    }
-
-    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        tpl.elements()
-            .iter()
-            .filter(|e| e.topic() == self.topic)
-            .map(|e| e.partition())
-            .collect()
-    }
-}
-
-impl ClientContext for GroupContext {}
-
-impl ConsumerContext for GroupContext {
-    /// Eager rebalancing, with one change to the default: partitions start where the
-    /// destination says, not at the group's committed offset (the destination is the truth; the
-    /// commit can lag behind it, or be ahead of it for a destination that was restored).
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let partitions = self.partitions(tpl);
-                for &p in &partitions {
-                    let offset = (self.start)(p);
-                    if let Err(e) = tpl.set_partition_offset(&self.topic, p, offset) {
-                        tracing::error!(partition = p, cause = %e, "cannot set the start offset");
-                    }
-                }
-                if let Err(e) = consumer.assign(tpl) {
-                    tracing::error!(cause = %e, "assigning partitions failed");
-                }
-                self.record(true, partitions);
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.record(false, self.partitions(tpl));
-                if let Err(e) = consumer.unassign() {
-                    tracing::error!(cause = %e, "unassigning partitions failed");
-                }
-            }
-            other => {
-                // librdkafka's own handling: drop everything; so must we.
-                tracing::error!(error = ?other, "rebalance error; releasing every partition");
-                self.record(false, vec![REVOKE_ALL]);
-                if let Err(e) = consumer.unassign() {
-                    tracing::error!(cause = %e, "unassigning partitions failed");
-                }
-            }
-        }
-    }
-}
-
-/// Partitions start at the lake's `next_offset` (the beginning without a marker).
-fn lake_start(lake: Lake, topic: String, handle: Handle) -> StartOffset {
-    Box::new(
-        move |p| match handle.block_on(read_marker(&lake, &topic, p)) {
-            Ok(Some(marker)) => Offset::Offset(marker.next_offset),
-            Ok(None) => Offset::Beginning,
-            Err(e) => {
-                // Messages below the marker are skipped anyway; this only loses the jump forward
-                // or back.
-                tracing::error!(partition = p, cause = %e, "cannot read the offsets marker; starting at the committed offset");
-                Offset::Stored
-            }
-        },
-    )
-}
-
-/// A revoke event for every partition held.
-pub const REVOKE_ALL: i32 = -1;
-
 /// What one partition holds between flushes.
 struct PartitionState {
     next_offset: i64,
@@ -445,117 +318,16 @@ impl Worker {
         }
     }
 
-    fn kafka_error(&self, what: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
-        let brokers = self.config.brokers.clone();
-        move |cause| Error::Kafka {
-            brokers,
-            what,
-            cause,
-        }
-    }
-
-    fn consumer(&self) -> Result<BaseConsumer<GroupContext>> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &self.config.brokers)
-            .set("group.id", &self.config.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "session.timeout.ms",
-                self.config.session_timeout_ms.to_string(),
-            )
-            .set("client.id", "shop-analytics-ingest-kafka");
-        for (k, v) in &self.config.extra {
-            client.set(k, v);
-        }
-        let consumer: BaseConsumer<GroupContext> = client
-            .create_with_context(GroupContext::new(
-                self.config.topic.clone(),
-                lake_start(
-                    self.lake.clone(),
-                    self.config.topic.clone(),
-                    self.handle.clone(),
-                ),
-            ))
-            .map_err(self.kafka_error("creating the consumer"))?;
-        consumer
-            .subscribe(&[&self.config.topic])
-            .map_err(self.kafka_error("subscribing"))?;
-        Ok(consumer)
-    }
-
-    /// Consumes until `stop` is set, then flushes and commits what it holds.
-    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<()> {
-        let consumer = self.consumer()?;
-        tracing::info!(
-            topic = %self.config.topic,
-            group = %self.config.group,
-            brokers = %self.config.brokers,
-            "consuming"
-        );
-        let mut last_metrics = Instant::now();
-        let started = Instant::now();
-        let result = (|| {
-            while !stop.load(Ordering::Relaxed) {
-                let message = consumer.poll(Duration::from_millis(100));
-                self.handle_rebalance(&consumer)?;
-                match message {
-                    None => {}
-                    Some(Err(e)) => tracing::warn!(cause = %e, "Kafka error while polling"),
-                    Some(Ok(m)) => self.accept(&m)?,
-                }
-                self.flush_due(&consumer, false)?;
-                if last_metrics.elapsed() >= self.config.metrics_interval {
-                    last_metrics = Instant::now();
-                    self.log_metrics(&consumer, started);
-                    if let Some(path) = &self.config.health_file
-                        && let Err(e) = std::fs::write(path, b"ok\n")
-                    {
-                        tracing::warn!(path = %path.display(), cause = %e, "cannot touch the health file");
-                    }
-                }
-            }
-            self.handle_rebalance(&consumer)?;
-            self.flush_due(&consumer, true)
-        })();
-        close(consumer);
-        result
-    }
-
-    fn handle_rebalance(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<()> {
-        let events = consumer.context().take_events();
-        for (assigned, mut partitions) in events {
-            if partitions == [REVOKE_ALL] {
-                partitions = self.partitions.keys().copied().collect();
-            }
-            for p in partitions {
-                if assigned {
-                    let recovered = self.recover(p)?;
-                    tracing::info!(
-                        partition = p,
-                        next_offset = recovered.next_offset,
-                        recent_ids = recovered.known.len(),
-                        "partition assigned"
-                    );
-                    self.partitions.insert(p, PartitionState::new(recovered));
-                } else if let Some(state) = self.partitions.remove(&p) {
-                    tracing::info!(
-                        partition = p,
-                        dropped_unwritten = state.events,
-                        "partition revoked; its next owner re-reads what was not written"
-                    );
-                }
-            }
-        }
-        Ok(())
+    /// Consumes until `stop` is set, then flushes what it holds.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<()> {
+        let config = self.config.consumer.clone();
+        shop_kafka::run(&config, &mut self, stop)
     }
 
     /// Reads the partition's marker, deletes the files of an unfinished flush, and returns the
     /// first offset not yet in the lake, the recent files and their purchase_ids.
     fn recover(&self, partition: i32) -> Result<Recovered> {
-        let topic = self.config.topic.clone();
+        let topic = self.config.consumer.topic.clone();
         self.handle.block_on(async {
             let Some((mut marker, mut version)) =
                 read_marker_versioned(&self.lake, &topic, partition).await?
@@ -613,8 +385,8 @@ impl Worker {
         })
     }
 
-    fn accept(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
-        if m.topic() != self.config.topic {
+    fn accept_message(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        if m.topic() != self.config.consumer.topic {
             return Ok(());
         }
         let partition = m.partition();
@@ -651,7 +423,7 @@ impl Worker {
         match decoded {
             Ok(p) => state.rows.entry(p.day()).or_default().push(&p),
             Err(reason) => state.rejected.push(Rejected {
-                topic: self.config.topic.clone(),
+                topic: self.config.consumer.topic.clone(),
                 partition,
                 offset,
                 key: m.key().map(<[u8]>::to_vec),
@@ -664,30 +436,13 @@ impl Worker {
         Ok(())
     }
 
-    fn flush_due(&mut self, consumer: &BaseConsumer<GroupContext>, all: bool) -> Result<()> {
-        let due: Vec<i32> = self
-            .partitions
-            .iter()
-            .filter(|(_, s)| {
-                s.first.is_some_and(|(_, since)| {
-                    all || s.events >= self.config.flush_rows
-                        || s.bytes >= self.config.flush_bytes
-                        || since.elapsed() >= self.config.flush_interval
-                })
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for partition in due {
-            self.flush(consumer, partition)?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self, consumer: &BaseConsumer<GroupContext>, partition: i32) -> Result<()> {
-        let topic = self.config.topic.clone();
+    /// Writes one partition's buffer; `Some(next offset)` once it is in the lake, `None` when
+    /// another worker took the partition over.
+    fn flush_partition(&mut self, partition: i32) -> Result<Option<i64>> {
+        let topic = self.config.consumer.topic.clone();
         let state = self.partitions.get_mut(&partition).expect("assigned");
         let Some((start, _)) = state.first else {
-            return Ok(());
+            return Ok(None);
         };
         let end = state.last;
         let name = object_name(&topic, partition, start, end);
@@ -768,7 +523,7 @@ impl Worker {
                      partition over; dropping it here"
                 );
                 self.partitions.remove(&partition);
-                return Ok(());
+                return Ok(None);
             }
         };
         let state = self.partitions.get_mut(&partition).expect("assigned");
@@ -782,35 +537,104 @@ impl Worker {
         self.metrics.files.fetch_add(files, Ordering::Relaxed);
         self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(partition, start, end, rows, rejected, files, "flushed");
-        // The lake holds the truth; the commit only saves re-reading after a restart.
-        let mut offsets = TopicPartitionList::new();
-        offsets
-            .add_partition_offset(&topic, partition, Offset::Offset(end + 1))
-            .map_err(self.kafka_error("building the offsets to commit"))?;
-        if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
-            tracing::warn!(partition, cause = %e, "offset commit failed; the lake marker still holds the position");
+        Ok(Some(end + 1))
+    }
+}
+
+impl Sink for Worker {
+    type Error = Error;
+
+    /// Partitions start at the lake's `next_offset` (the beginning without a marker).
+    fn start_offsets(&self) -> StartOffset {
+        let (lake, topic, handle) = (
+            self.lake.clone(),
+            self.config.consumer.topic.clone(),
+            self.handle.clone(),
+        );
+        Box::new(
+            move |p| match handle.block_on(read_marker(&lake, &topic, p)) {
+                Ok(Some(marker)) => Offset::Offset(marker.next_offset),
+                Ok(None) => Offset::Beginning,
+                Err(e) => {
+                    // Messages below the marker are skipped anyway; this only loses the jump
+                    // forward or back.
+                    tracing::error!(partition = p, cause = %e, "cannot read the offsets marker; starting at the committed offset");
+                    Offset::Stored
+                }
+            },
+        )
+    }
+
+    fn assigned(&mut self, partitions: &[i32], _stop: &AtomicBool) -> Result<()> {
+        for &p in partitions {
+            let recovered = self.recover(p)?;
+            tracing::info!(
+                partition = p,
+                next_offset = recovered.next_offset,
+                recent_ids = recovered.known.len(),
+                "partition assigned"
+            );
+            self.partitions.insert(p, PartitionState::new(recovered));
         }
         Ok(())
     }
 
-    fn log_metrics(&self, consumer: &BaseConsumer<GroupContext>, started: Instant) {
-        let mut lag = 0_i64;
-        let mut known = true;
-        for (partition, state) in &self.partitions {
-            match consumer.fetch_watermarks(&self.config.topic, *partition, Duration::from_secs(1))
-            {
-                Ok((_, high)) => lag += (high - state.last.max(state.next_offset - 1) - 1).max(0),
-                Err(_) => known = false,
+    fn revoked(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            if let Some(state) = self.partitions.remove(p) {
+                tracing::info!(
+                    partition = p,
+                    dropped_unwritten = state.events,
+                    "partition revoked; its next owner re-reads what was not written"
+                );
             }
         }
-        let lag = if known { lag } else { -1 };
+    }
+
+    fn accept(&mut self, message: &BorrowedMessage<'_>) -> Result<()> {
+        self.accept_message(message)
+    }
+
+    /// Flushes each partition that buffers `flush_rows` events or `flush_bytes` bytes, or whose
+    /// oldest event waited `flush_interval` (every partition when `all`).
+    fn flush(&mut self, all: bool, _stop: &AtomicBool) -> Result<Flushed> {
+        let due: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| {
+                s.first.is_some_and(|(_, since)| {
+                    all || s.events >= self.config.flush_rows
+                        || s.bytes >= self.config.flush_bytes
+                        || since.elapsed() >= self.config.flush_interval
+                })
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        let mut flushed = Flushed::default();
+        for partition in due {
+            if let Some(next) = self.flush_partition(partition)? {
+                flushed.positions.push((partition, next));
+            }
+        }
+        Ok(flushed)
+    }
+
+    fn positions(&self) -> Vec<(i32, i64)> {
+        self.partitions
+            .iter()
+            .map(|(p, s)| (*p, (s.last + 1).max(s.next_offset)))
+            .collect()
+    }
+
+    fn report(&self, lag: Option<i64>, elapsed: Duration) {
+        let lag = lag.unwrap_or(-1);
         self.metrics.lag.store(lag, Ordering::Relaxed);
         let rows = self.metrics.rows.load(Ordering::Relaxed);
         tracing::info!(
             target: "metrics",
             partitions = self.partitions.len(),
             rows,
-            rows_per_sec = (rows as f64 / started.elapsed().as_secs_f64().max(1e-3)) as u64,
+            rows_per_sec = (rows as f64 / elapsed.as_secs_f64().max(1e-3)) as u64,
             rejected = self.metrics.rejected.load(Ordering::Relaxed),
             files = self.metrics.files.load(Ordering::Relaxed),
             flushes = self.metrics.flushes.load(Ordering::Relaxed),
@@ -876,19 +700,6 @@ fn encode(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>> {
     .map_err(err)?;
     writer.write(batch).map_err(err)?;
     writer.into_inner().map_err(err)
-}
-
-/// Closes the consumer (leaving the group), giving up after 10 s: a close once hung on tansu.
-pub fn close(consumer: BaseConsumer<GroupContext>) {
-    let (done, wait) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        consumer.unsubscribe();
-        drop(consumer);
-        let _ = done.send(());
-    });
-    if wait.recv_timeout(Duration::from_secs(10)).is_err() {
-        tracing::warn!("the Kafka consumer did not close within 10 s; leaving it behind");
-    }
 }
 
 #[cfg(test)]

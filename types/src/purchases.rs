@@ -24,50 +24,24 @@ use arrow::array::{
     ArrayRef, BinaryBuilder, Decimal128Builder, Int32Builder, Int64Builder, RecordBatch,
     StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
+use crate::tables::{PURCHASES, PURCHASES_REJECTED};
+
 /// The version this crate reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// A `Timestamp(µs, UTC)` field, the type of every time in the stage.
-pub(crate) fn ts_field(name: &str, nullable: bool) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        nullable,
-    )
-}
-
 /// Schema of the files of `stage.purchases` (the `dt` column comes from the folder name).
 pub fn file_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("purchase_id", DataType::Utf8, false),
-        Field::new("customer_id", DataType::Int64, false),
-        Field::new("product_id", DataType::Int64, false),
-        Field::new("seller_id", DataType::Int64, false),
-        Field::new("quantity", DataType::Int32, false),
-        Field::new("unit_price", DataType::Decimal128(12, 2), false),
-        Field::new("currency", DataType::Utf8, false),
-        ts_field("purchased_at", false),
-        Field::new("extras", DataType::Utf8, true),
-    ]))
+    PURCHASES.schema_ref()
 }
 
 /// Schema of the dead letters, `stage.purchases_rejected`.
 pub fn rejected_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("topic", DataType::Utf8, false),
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
-        Field::new("key", DataType::Binary, true),
-        Field::new("payload", DataType::Binary, true),
-        Field::new("reason", DataType::Utf8, false),
-        ts_field("kafka_timestamp", true),
-        ts_field("rejected_at", false),
-    ]))
+    PURCHASES_REJECTED.schema_ref()
 }
 
 /// Top-level fields of version 1.
@@ -262,7 +236,7 @@ fn validate(event: Fields<'_>, kafka_timestamp_ms: Option<i64>) -> Result<Purcha
 }
 
 /// A price in cents from `"19.99"` (or the JSON number 19.99); `field` names it in errors.
-pub(crate) fn parse_price(value: &serde_json::Value, field: &str) -> Result<i128, String> {
+pub fn parse_price(value: &serde_json::Value, field: &str) -> Result<i128, String> {
     let text = match value {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Number(n) => n.to_string(),
