@@ -6,6 +6,9 @@
 //!   (idempotent, with client idempotency keys kept in PostgreSQL), read back from
 //!   `stage.purchases`.
 //! - [`SellerApi`]: `shop.v1.SellerService`, sellers in PostgreSQL.
+//! - [`rest`]: the same services as REST/JSON, described by [`openapi`].
+//! - [`extensions`]: all of it as an extension of the Flight SQL server (`shop-server`): the
+//!   CLI's `serve` composes the two.
 //!
 //! Bad requests are `INVALID_ARGUMENT` naming the field, unknown ids `NOT_FOUND`, a missing
 //! backend (no catalogue yet, no PostgreSQL or Kafka configured) `FAILED_PRECONDITION`, a
@@ -16,10 +19,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Datelike as _;
 use tonic::Status;
 
+mod extension;
+pub mod openapi;
 mod products;
 mod purchases;
+pub mod rest;
 mod sellers;
 
+pub use extension::{Backends, WRITE_METHODS, extensions, start};
 pub use products::ProductApi;
 pub use purchases::{KafkaPublisher, PurchaseApi, PurchaseConfig};
 pub use sellers::SellerApi;
@@ -41,34 +48,20 @@ pub const SERVICE_NAMES: [&str; 3] = [
     "shop.v1.SellerService",
 ];
 
-/// Bounds of the API's DataFusion queries (the Flight SQL server passes its own limits).
-#[derive(Debug, Clone, Copy)]
-pub struct QueryLimits {
-    /// Memory shared by all the API queries of one service.
-    pub memory: usize,
-    /// Longest one query may run.
-    pub timeout: std::time::Duration,
-}
+/// Bounds of the API's DataFusion queries: the Flight SQL server's, so that an API call is held
+/// to the memory and time of one Flight SQL query.
+pub use shop_server::Limits;
 
-impl Default for QueryLimits {
-    fn default() -> Self {
-        Self {
-            memory: 2 << 30,
-            timeout: std::time::Duration::from_secs(60),
-        }
-    }
-}
-
-/// A session over `catalog` within `limits.memory`.
+/// A session over `catalog` within `limits.memory_per_query`.
 pub(crate) fn context(
     lake: &shop_lake::Lake,
     catalog: &std::sync::Arc<shop_lake::LakeCatalog>,
-    limits: QueryLimits,
+    limits: &Limits,
 ) -> datafusion::prelude::SessionContext {
     use shop_lake::session;
     session::context(
         session::session_config(),
-        session::bounded_runtime(lake, limits.memory),
+        session::bounded_runtime(lake, limits.memory_per_query),
         catalog,
     )
 }
@@ -91,13 +84,13 @@ pub(crate) async fn table_exists(
     }
 }
 
-/// Runs `frame` to its end within `limits.timeout`; `what` names it in errors.
+/// Runs `frame` to its end within `limits.query_timeout`; `what` names it in errors.
 pub(crate) async fn collect(
     frame: datafusion::prelude::DataFrame,
-    limits: QueryLimits,
+    limits: &Limits,
     what: &str,
 ) -> Result<Vec<arrow::array::RecordBatch>, Status> {
-    match tokio::time::timeout(limits.timeout, frame.collect()).await {
+    match tokio::time::timeout(limits.query_timeout, frame.collect()).await {
         Ok(Ok(batches)) => Ok(batches),
         Ok(Err(datafusion::error::DataFusionError::ResourcesExhausted(why))) => Err(
             Status::resource_exhausted(format!("{what} needs more memory than allowed: {why}")),
@@ -105,7 +98,7 @@ pub(crate) async fn collect(
         Ok(Err(e)) => Err(internal(what, e)),
         Err(_) => Err(Status::deadline_exceeded(format!(
             "{what} took longer than {} s",
-            limits.timeout.as_secs_f64()
+            limits.query_timeout.as_secs_f64()
         ))),
     }
 }
@@ -296,11 +289,11 @@ mod tests {
             .sql("SELECT count(*) FROM generate_series(1, 100000000000)")
             .await
             .unwrap();
-        let limits = QueryLimits {
-            timeout: std::time::Duration::from_millis(100),
-            ..QueryLimits::default()
+        let limits = Limits {
+            query_timeout: std::time::Duration::from_millis(100),
+            ..Limits::default()
         };
-        let err = collect(frame, limits, "counting").await.unwrap_err();
+        let err = collect(frame, &limits, "counting").await.unwrap_err();
         assert_eq!(
             err.code(),
             tonic::Code::DeadlineExceeded,

@@ -21,8 +21,8 @@ use crate::pb::{
     GetProductRequest, GetProductResponse, ListProductsRequest, ListProductsResponse, Product,
 };
 use crate::{
-    QueryLimits, collect, context, decimal, decode_token, encode_token, internal, page_size,
-    positive, timestamp,
+    Limits, collect, context, decimal, decode_token, encode_token, internal, page_size, positive,
+    timestamp,
 };
 
 const TOKEN: &str = "after";
@@ -33,7 +33,7 @@ use shop_types::tables::PRODUCTS;
 #[derive(Clone)]
 pub struct ProductApi {
     ctx: SessionContext,
-    limits: QueryLimits,
+    limits: Limits,
     index: Arc<tokio::sync::Mutex<Option<Index>>>,
 }
 
@@ -47,13 +47,13 @@ impl ProductApi {
     /// Reads through `catalog` (the server's, so new catalogue loads are seen without a
     /// restart).
     pub fn new(lake: &Lake, catalog: &Arc<LakeCatalog>) -> Self {
-        Self::with_limits(lake, catalog, QueryLimits::default())
+        Self::with_limits(lake, catalog, Limits::default())
     }
 
     /// [`ProductApi::new`] with its queries bounded by `limits`.
-    pub fn with_limits(lake: &Lake, catalog: &Arc<LakeCatalog>, limits: QueryLimits) -> Self {
+    pub fn with_limits(lake: &Lake, catalog: &Arc<LakeCatalog>, limits: Limits) -> Self {
         Self {
-            ctx: context(lake, catalog, limits),
+            ctx: context(lake, catalog, &limits),
             limits,
             index: Arc::default(),
         }
@@ -92,7 +92,7 @@ impl ProductApi {
                     frame.select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>())
                 })
                 .map_err(|e| internal("reading stage.products", e))?;
-            let batches = collect(frame, self.limits, "reading stage.products").await?;
+            let batches = collect(frame, &self.limits, "reading stage.products").await?;
             let mut products = Vec::new();
             for batch in &batches {
                 products.extend(to_products(batch).map_err(Status::internal)?);
@@ -127,7 +127,7 @@ impl ProductApi {
                 .with_param_values(vec![ScalarValue::Utf8(Some(category.to_string()))])
                 .map_err(failed)?;
         }
-        let batches = collect(frame, self.limits, "reading stage.products").await?;
+        let batches = collect(frame, &self.limits, "reading stage.products").await?;
         let mut products = Vec::new();
         for batch in &batches {
             products.extend(to_products(batch).map_err(Status::internal)?);

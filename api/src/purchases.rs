@@ -33,8 +33,8 @@ use crate::pb::{
     ListPurchasesRequest, ListPurchasesResponse, Purchase,
 };
 use crate::{
-    ProductApi, QueryLimits, collect, context, decimal, decode_token, encode_token, internal,
-    micros, page_size, positive, postgres_error, timestamp,
+    Limits, ProductApi, collect, context, decimal, decode_token, encode_token, internal, micros,
+    page_size, positive, postgres_error, timestamp,
 };
 
 const TOKEN: &str = "purchases";
@@ -138,7 +138,7 @@ impl KafkaPublisher {
 pub struct PurchaseApi {
     products: ProductApi,
     ctx: SessionContext,
-    limits: QueryLimits,
+    limits: Limits,
     postgres: Option<PgPool>,
     kafka: Option<KafkaPublisher>,
 }
@@ -182,11 +182,11 @@ impl PurchaseApi {
         products: ProductApi,
         postgres: Option<PgPool>,
         kafka: Option<KafkaPublisher>,
-        limits: QueryLimits,
+        limits: Limits,
     ) -> Self {
         Self {
             products,
-            ctx: context(lake, catalog, limits),
+            ctx: context(lake, catalog, &limits),
             limits,
             postgres,
             kafka,
@@ -481,7 +481,7 @@ impl PurchaseApi {
             .sql(&sql)
             .await
             .map_err(|e| internal("reading stage.purchases", e))?;
-        let batches = collect(frame, self.limits, "reading stage.purchases").await?;
+        let batches = collect(frame, &self.limits, "reading stage.purchases").await?;
         let mut purchases = Vec::new();
         for batch in &batches {
             purchases.extend(to_purchases(batch).map_err(Status::internal)?);

@@ -8,7 +8,7 @@ use arrow::datatypes::Int64Type;
 use shop_api::ProductApi;
 use shop_api::pb::product_service_server::ProductService;
 use shop_api::pb::{GetProductRequest, ListProductsRequest, Product};
-use shop_ingest::demo::{self, DemoSpec};
+use shop_demo::{self as demo, DemoSpec};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig};
 use tonic::{Code, Request};
 

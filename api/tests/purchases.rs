@@ -8,8 +8,8 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use shop_api::pb::purchase_service_server::PurchaseService;
 use shop_api::pb::{GetPurchaseRequest, ListPurchasesRequest, Purchase};
-use shop_api::{ProductApi, PurchaseApi, QueryLimits};
-use shop_ingest::demo::{self, DemoSpec};
+use shop_api::{Limits, ProductApi, PurchaseApi};
+use shop_demo::{self as demo, DemoSpec};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, layout, session};
 use shop_types::purchases::{self as contract, PurchaseBatch};
 use tonic::{Code, Request};
@@ -41,7 +41,7 @@ async fn fixture() -> Fixture {
         ProductApi::new(&lake, &catalog),
         None,
         None,
-        QueryLimits::default(),
+        Limits::default(),
     );
     Fixture {
         lake,

@@ -844,7 +844,6 @@ impl ServerArgs {
                 shutdown_grace,
                 catalog,
                 http_listen,
-                api: Default::default(),
             },
             ready_file: m.ready_file,
             http_ready_file: m.http_ready_file,

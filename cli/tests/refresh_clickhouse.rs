@@ -19,7 +19,7 @@ use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
-use shop_ingest::demo::{self, DemoSpec};
+use shop_demo::{self as demo, DemoSpec};
 use shop_ingest::kafka::generate::{self, Expected};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, session};
 use shop_test_support::{KAFKA_SESSION_TIMEOUT_MS, TestClickHouse, TestTopic};

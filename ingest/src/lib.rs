@@ -1,8 +1,6 @@
 //! Ingestion into the shop's lake.
 //!
 //! How this crate is laid out:
-//! - [`demo`]: a deterministic demo shop (customers, sellers, products, purchases) written into
-//!   the stage layer, for `shop-analytics quickstart` and for tests.
 //! - [`postgres`]: PostgreSQL tables exported to snapshot tables of the stage (full or
 //!   incremental), the shop's schema migrations and a deterministic generator for them.
 //! - [`kafka`]: purchase events from Kafka into `stage.purchases` exactly once, with dead letters,
@@ -10,7 +8,6 @@
 //! - [`products`]: product catalogue files (Parquet, CSV, JSON) validated into `stage.products`,
 //!   with per-row reasons for rejected rows.
 
-pub mod demo;
 pub mod kafka;
 pub mod postgres;
 pub mod products;

@@ -4,7 +4,7 @@
 //! | path | needs |
 //! | --- | --- |
 //! | `FlightService/Handshake`, `grpc.health.*`, `grpc.reflection.*` | nothing (Handshake checks its own credentials) |
-//! | `shop.v1.PurchaseService/CreatePurchase`, `shop.v1.SellerService/{Create,Update}Seller` | [`Permission::Write`] |
+//! | the write methods of the extensions (the shop API's `CreatePurchase`, `CreateSeller`, `UpdateSeller`) | [`Permission::Write`] |
 //! | every other call | [`Permission::Read`] |
 
 use std::panic::AssertUnwindSafe;
@@ -21,14 +21,13 @@ use tower::{Layer, Service};
 
 use crate::auth::{Authenticator, Permission, peer_ip};
 
-/// The permission a gRPC method needs; `None` for the open ones.
-pub fn permission_for(path: &str) -> Option<Permission> {
+/// The permission a gRPC method needs, `None` for the open ones; `writes` are the methods that
+/// change data.
+pub fn permission_for(path: &str, writes: &[&str]) -> Option<Permission> {
     match path {
         "/arrow.flight.protocol.FlightService/Handshake" => None,
         p if p.starts_with("/grpc.health.") || p.starts_with("/grpc.reflection.") => None,
-        "/shop.v1.PurchaseService/CreatePurchase"
-        | "/shop.v1.SellerService/CreateSeller"
-        | "/shop.v1.SellerService/UpdateSeller" => Some(Permission::Write),
+        p if writes.contains(&p) => Some(Permission::Write),
         _ => Some(Permission::Read),
     }
 }
@@ -37,11 +36,16 @@ pub fn permission_for(path: &str) -> Option<Permission> {
 #[derive(Clone)]
 pub struct EdgeLayer {
     auth: Arc<Authenticator>,
+    writes: Arc<[&'static str]>,
 }
 
 impl EdgeLayer {
-    pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+    /// `writes`: the methods that need [`Permission::Write`].
+    pub fn new(auth: Arc<Authenticator>, writes: Vec<&'static str>) -> Self {
+        Self {
+            auth,
+            writes: writes.into(),
+        }
     }
 }
 
@@ -52,6 +56,7 @@ impl<S> Layer<S> for EdgeLayer {
         Edge {
             inner,
             auth: Arc::clone(&self.auth),
+            writes: Arc::clone(&self.writes),
         }
     }
 }
@@ -61,6 +66,7 @@ impl<S> Layer<S> for EdgeLayer {
 pub struct Edge<S> {
     inner: S,
     auth: Arc<Authenticator>,
+    writes: Arc<[&'static str]>,
 }
 
 impl<S, B> Service<Request<B>> for Edge<S>
@@ -78,7 +84,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if let Some(need) = permission_for(request.uri().path()) {
+        if let Some(need) = permission_for(request.uri().path(), &self.writes) {
             let metadata = MetadataMap::from_headers(request.headers().clone());
             match self
                 .auth
@@ -110,23 +116,22 @@ mod tests {
 
     #[test]
     fn methods_need_what_they_do() {
+        let writes = ["/shop.v1.SellerService/UpdateSeller"];
+        let need = |path| permission_for(path, &writes);
+        assert_eq!(need("/arrow.flight.protocol.FlightService/Handshake"), None);
+        assert_eq!(need("/grpc.health.v1.Health/Check"), None);
         assert_eq!(
-            permission_for("/arrow.flight.protocol.FlightService/Handshake"),
-            None
-        );
-        assert_eq!(permission_for("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(
-            permission_for("/arrow.flight.protocol.FlightService/DoGet"),
+            need("/arrow.flight.protocol.FlightService/DoGet"),
             Some(Permission::Read)
         );
         assert_eq!(
-            permission_for("/shop.v1.SellerService/UpdateSeller"),
+            need("/shop.v1.SellerService/UpdateSeller"),
             Some(Permission::Write)
         );
         assert_eq!(
-            permission_for("/shop.v1.SellerService/GetSeller"),
+            need("/shop.v1.SellerService/GetSeller"),
             Some(Permission::Read)
         );
-        assert_eq!(permission_for("/made.up/Thing"), Some(Permission::Read));
+        assert_eq!(need("/made.up/Thing"), Some(Permission::Read));
     }
 }

@@ -12,8 +12,8 @@
 //! - [`auth`]: Basic → bearer-token authentication, roles, the brake on guessing; [`edge`]
 //!   applies it to every gRPC call.
 //! - [`conn`]: connection limits and timeouts of both ports.
-//! - [`rest`]: the shop API as REST/JSON, and [`openapi`], its description.
-//! - [`server`]: the gRPC server: authentication on every call, `GetSchema`, TLS, shutdown.
+//! - [`server`]: opening the engine, binding, TLS, the gRPC router with authentication on every
+//!   call, `GetSchema`, the HTTP port for [`Extensions`], shutdown.
 //! - [`error`]: the one place errors become gRPC status codes.
 
 pub mod auth;
@@ -25,10 +25,8 @@ pub mod functions;
 pub mod guard;
 mod http_tls;
 pub mod metadata;
-pub mod openapi;
 pub mod params;
 pub mod query;
-pub mod rest;
 pub mod server;
 pub mod service;
 
@@ -36,4 +34,6 @@ pub use auth::{AuthConfig, Role};
 pub use conn::ConnectionLimits;
 pub use error::Error;
 pub use query::Limits;
-pub use server::{ApiBackends, RunningServer, ServerConfig, StartError, TlsConfig, start};
+pub use server::{
+    Extensions, RunningServer, Server, ServerConfig, StartError, TlsConfig, bind, start,
+};

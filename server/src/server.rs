@@ -1,5 +1,11 @@
-//! The gRPC server: the Flight SQL service and the shop API behind authentication, with
-//! `GetSchema`, TLS, connection limits, keep-alives and graceful shutdown.
+//! The server: the Flight SQL service behind authentication, with `GetSchema`, TLS, connection
+//! limits, keep-alives and graceful shutdown, and the HTTP port.
+//!
+//! Starting is three steps: [`Server::open`] opens the lake's catalog and the query engine;
+//! other crates build their services over [`Server::catalog`], [`Server::auth`] and
+//! [`Server::limits`] and hand them over as [`Extensions`]; [`Server::serve`] binds the ports
+//! ([`bind`]), loads TLS ([`Tls::load`]) and serves the routers. This crate knows only Flight
+//! SQL: the shop API (gRPC and REST) is such an extension, composed by the CLI.
 //!
 //! arrow-flight's blanket `FlightService` for a `FlightSqlService` answers `GetSchema` with
 //! UNIMPLEMENTED, so [`ShopFlight`] implements `FlightService` itself: it delegates to the Flight
@@ -21,12 +27,9 @@ use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::service::RoutesBuilder;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
-
-use shop_api::pb::product_service_server::ProductServiceServer;
-use shop_api::pb::purchase_service_server::PurchaseServiceServer;
-use shop_api::pb::seller_service_server::SellerServiceServer;
 
 use crate::auth::{AuthConfig, Authenticator};
 use crate::conn::ConnectionLimits;
@@ -51,20 +54,25 @@ pub struct ServerConfig {
     /// On shutdown, how long running calls may go on before their queries are cancelled.
     pub shutdown_grace: Duration,
     pub catalog: LakeCatalogOptions,
-    /// Address of the REST/JSON gateway of the shop API; `None`: no gateway.
+    /// Address of the HTTP port (the routes of [`Extensions::http`]); `None`: no HTTP port.
     pub http_listen: Option<SocketAddr>,
-    /// PostgreSQL and Kafka for the shop API; calls that need a missing one answer
-    /// `FAILED_PRECONDITION`.
-    pub api: ApiBackends,
 }
 
-/// The shop API's backends besides the lake.
-#[derive(Debug, Clone, Default)]
-pub struct ApiBackends {
-    /// Sellers, customers (checked by CreatePurchase) and idempotency keys.
-    pub postgres: Option<sqlx::PgPool>,
-    /// Where CreatePurchase publishes.
-    pub kafka: Option<shop_api::KafkaPublisher>,
+/// What other crates serve beside Flight SQL, behind the same authentication.
+#[derive(Default)]
+pub struct Extensions {
+    /// gRPC services on the Flight port, behind [`crate::edge`].
+    pub grpc: RoutesBuilder,
+    /// Their full names, reported SERVING by the health service.
+    pub grpc_names: Vec<&'static str>,
+    /// Their encoded file descriptor sets, for reflection.
+    pub descriptor_sets: Vec<&'static [u8]>,
+    /// Their methods that change data (`/package.Service/Method`): these need the writer role,
+    /// every other method the reader role.
+    pub write_methods: Vec<&'static str>,
+    /// The routes of the HTTP port. They authorize their own requests with [`Server::auth`]
+    /// (HTTP has no gRPC metadata to check before routing).
+    pub http: Option<axum::Router>,
 }
 
 /// PEM certificate chain and private key.
@@ -209,58 +217,214 @@ impl RunningServer {
     }
 }
 
-/// Opens the catalog over `lake`, binds `config.listen` and serves Flight SQL until stopped.
+/// Opens the catalog over `lake`, binds `config.listen` and serves Flight SQL (without
+/// extensions) until stopped.
 pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, StartError> {
-    let catalog = LakeCatalog::new(lake.clone(), config.catalog.clone());
-    catalog.refresh().await.map_err(|source| StartError::Lake {
-        location: lake.location().to_string(),
-        cause: source,
-    })?;
-    let refresher = catalog.spawn_refresher();
-    // The API's queries get the memory and time bounds of one Flight SQL query.
-    let api_limits = shop_api::QueryLimits {
-        memory: config.limits.memory_per_query,
-        timeout: config.limits.query_timeout,
-    };
-    let products = shop_api::ProductApi::with_limits(&lake, &catalog, api_limits);
-    let purchases = shop_api::PurchaseApi::new(
-        &lake,
-        &catalog,
-        products.clone(),
-        config.api.postgres.clone(),
-        config.api.kafka.clone(),
-        api_limits,
-    );
-    let sellers = shop_api::SellerApi::new(config.api.postgres.clone());
-    let executor = Arc::new(
-        QueryExecutor::new(QueryExecutor::threads_for(
-            config.limits.max_concurrent_queries,
-        ))
-        .map_err(StartError::Executor)?,
-    );
-    let engine = Arc::new(Engine::new(
-        &lake,
-        catalog,
-        config.limits.clone(),
-        Arc::clone(&executor),
-    ));
-    let auth = Arc::new(Authenticator::new(config.auth.clone()));
-    let service = ShopFlight {
-        sql: Arc::new(SqlService::new(Arc::clone(&engine), Arc::clone(&auth))),
-    };
-
-    let listener = TcpListener::bind(config.listen)
+    Server::open(lake, config)
+        .await?
+        .serve(Extensions::default())
         .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
+}
+
+/// The lake's catalog and the query engine, opened but not yet serving.
+pub struct Server {
+    lake: Lake,
+    config: ServerConfig,
+    catalog: Arc<LakeCatalog>,
+    refresher: JoinHandle<()>,
+    executor: Arc<QueryExecutor>,
+    engine: Arc<Engine>,
+    auth: Arc<Authenticator>,
+}
+
+impl Server {
+    /// Reads the lake's catalog (an unreadable lake fails here), starts its refresher and the
+    /// query threads.
+    pub async fn open(lake: Lake, config: ServerConfig) -> Result<Self, StartError> {
+        let catalog = LakeCatalog::new(lake.clone(), config.catalog.clone());
+        catalog.refresh().await.map_err(|source| StartError::Lake {
+            location: lake.location().to_string(),
             cause: source,
         })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        cause: source,
-    })?;
+        let executor = Arc::new(
+            QueryExecutor::new(QueryExecutor::threads_for(
+                config.limits.max_concurrent_queries,
+            ))
+            .map_err(StartError::Executor)?,
+        );
+        let refresher = catalog.spawn_refresher();
+        let engine = Arc::new(Engine::new(
+            &lake,
+            Arc::clone(&catalog),
+            config.limits.clone(),
+            Arc::clone(&executor),
+        ));
+        let auth = Arc::new(Authenticator::new(config.auth.clone()));
+        Ok(Self {
+            lake,
+            config,
+            catalog,
+            refresher,
+            executor,
+            engine,
+            auth,
+        })
+    }
 
-    let http_listener = match config.http_listen {
+    /// The catalog the queries read, refreshed in the background.
+    pub fn catalog(&self) -> &Arc<LakeCatalog> {
+        &self.catalog
+    }
+
+    /// The credentials and roles every call is checked against.
+    pub fn auth(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+
+    /// The limits of one query.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// Binds the ports, loads TLS and serves Flight SQL with `extensions` until stopped.
+    pub async fn serve(self, mut extensions: Extensions) -> Result<RunningServer, StartError> {
+        let Self {
+            lake,
+            config,
+            catalog: _,
+            refresher,
+            executor,
+            engine,
+            auth,
+        } = self;
+        // Everything that can fail comes before anything is spawned, so that a bad address or
+        // certificate leaves nothing running.
+        let result = async {
+            let ports = bind(&config).await?;
+            let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+            let http_acceptor = match (&tls, &ports.http) {
+                (Some(tls), Some(_)) => Some(tls.http_acceptor()?),
+                _ => None,
+            };
+            let grpc = grpc_router(tls.as_ref(), &engine, &auth, extensions.grpc_parts()).await?;
+            Ok::<_, StartError>((ports, tls, http_acceptor, grpc, extensions.http))
+        }
+        .await;
+        let (ports, tls, http_acceptor, grpc, http_routes) = match result {
+            Ok(parts) => parts,
+            Err(e) => {
+                refresher.abort();
+                executor.shutdown();
+                return Err(e);
+            }
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let grpc_incoming = crate::conn::incoming(ports.grpc, config.connections, "gRPC");
+        let mut tasks = vec![tokio::spawn(async move {
+            grpc.serve_with_incoming_shutdown(grpc_incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+        })];
+        let mut stops = vec![stop];
+        let mut background = vec![refresher];
+        let mut http_addr = None;
+        match (ports.http, http_routes) {
+            (Some((listener, http)), Some(routes)) => {
+                // HTTP/1.1 and HTTP/2, with the certificate of the gRPC port; TLS is terminated
+                // here (crate::http_tls) so that HTTP/1.1-only clients can negotiate it.
+                let router = tonic::transport::Server::builder()
+                    .accept_http1(true)
+                    .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                    .http2_max_pending_accept_reset_streams(Some(100))
+                    .max_concurrent_streams(Some(256))
+                    .add_routes(routes.into());
+                let accepted = crate::conn::incoming(listener, config.connections, "HTTP");
+                let (stop, stopped) = oneshot::channel::<()>();
+                stops.push(stop);
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                match http_acceptor {
+                    Some(acceptor) => {
+                        let (incoming, accept) = crate::http_tls::incoming(accepted, acceptor);
+                        background.push(accept);
+                        tasks.push(tokio::spawn(async move {
+                            router
+                                .serve_with_incoming_shutdown(incoming, shutdown)
+                                .await
+                        }));
+                    }
+                    None => tasks.push(tokio::spawn(async move {
+                        router
+                            .serve_with_incoming_shutdown(accepted, shutdown)
+                            .await
+                    })),
+                }
+                tracing::info!(addr = %http, tls = tls.is_some(), "HTTP port listening");
+                http_addr = Some(http);
+            }
+            (Some((_, http)), None) => {
+                tracing::warn!(addr = %http, "an HTTP address is configured but nothing is served on it; the port is closed");
+            }
+            (None, _) => {}
+        }
+        tracing::info!(addr = %ports.grpc_addr, lake = %lake.location(), tls = tls.is_some(), auth = !config.auth.users.is_empty(), "Flight SQL server listening");
+        Ok(RunningServer {
+            addr: ports.grpc_addr,
+            http_addr,
+            tls: tls.is_some(),
+            stop: stops,
+            tasks,
+            background,
+            engine,
+            executor,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+}
+
+/// The gRPC parts of [`Extensions`].
+struct GrpcExtensions {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    descriptor_sets: Vec<&'static [u8]>,
+    write_methods: Vec<&'static str>,
+}
+
+impl Extensions {
+    fn grpc_parts(&mut self) -> GrpcExtensions {
+        GrpcExtensions {
+            routes: std::mem::take(&mut self.grpc),
+            names: std::mem::take(&mut self.grpc_names),
+            descriptor_sets: std::mem::take(&mut self.descriptor_sets),
+            write_methods: std::mem::take(&mut self.write_methods),
+        }
+    }
+}
+
+/// The bound ports.
+pub struct Ports {
+    pub grpc: TcpListener,
+    pub grpc_addr: SocketAddr,
+    /// The HTTP port and its bound address.
+    pub http: Option<(TcpListener, SocketAddr)>,
+}
+
+/// Binds the gRPC port and, when configured, the HTTP port.
+pub async fn bind(config: &ServerConfig) -> Result<Ports, StartError> {
+    let grpc = TcpListener::bind(config.listen)
+        .await
+        .map_err(|cause| StartError::Bind {
+            addr: config.listen,
+            cause,
+        })?;
+    let grpc_addr = grpc.local_addr().map_err(|cause| StartError::Bind {
+        addr: config.listen,
+        cause,
+    })?;
+    let http = match config.http_listen {
         Some(http) => {
             let listener = TcpListener::bind(http)
                 .await
@@ -272,18 +436,53 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         }
         None => None,
     };
-    let pems = config.tls.as_ref().map(read_tls_pems).transpose()?;
-    let identity = pems
-        .as_ref()
-        .map(|(cert, key)| Identity::from_pem(cert, key));
-    // Built before anything is spawned, so that a bad certificate leaves nothing running.
-    let http_acceptor = match (&pems, &http_listener) {
-        (Some((cert, key)), Some(_)) => {
-            Some(crate::http_tls::acceptor(cert, key).map_err(StartError::HttpTls)?)
-        }
-        _ => None,
-    };
-    let mut builder = Server::builder()
+    Ok(Ports {
+        grpc,
+        grpc_addr,
+        http,
+    })
+}
+
+/// The certificate chain and key of both ports.
+pub struct Tls {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Tls {
+    /// Reads the PEM files, with errors that say which file is wrong.
+    pub fn load(tls: &TlsConfig) -> Result<Self, StartError> {
+        let (cert, key) = read_tls_pems(tls)?;
+        Ok(Self { cert, key })
+    }
+
+    fn grpc(&self) -> ServerTlsConfig {
+        // A client that starts a handshake and stops must not keep its place for the idle
+        // timeout: the same bound as the HTTP port's handshakes.
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert, &self.key))
+            .timeout(crate::http_tls::HANDSHAKE_TIMEOUT)
+    }
+
+    fn http_acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+        crate::http_tls::acceptor(&self.cert, &self.key).map_err(StartError::HttpTls)
+    }
+}
+
+/// The gRPC port's router: Flight SQL and the extensions behind [`EdgeLayer`]; health and
+/// reflection open, as load balancers and grpcurl expect.
+async fn grpc_router(
+    tls: Option<&Tls>,
+    engine: &Arc<Engine>,
+    auth: &Arc<Authenticator>,
+    extensions: GrpcExtensions,
+) -> Result<
+    tonic::transport::server::Router<
+        tower::layer::util::Stack<EdgeLayer, tower::layer::util::Identity>,
+    >,
+    StartError,
+> {
+    let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         // JDBC forwards connection properties as headers; the 8 KiB default is too small.
@@ -291,116 +490,46 @@ pub async fn start(lake: Lake, config: ServerConfig) -> Result<RunningServer, St
         // A client that opens and resets streams in a loop (the HTTP/2 rapid-reset attack).
         .http2_max_pending_accept_reset_streams(Some(100))
         .max_concurrent_streams(Some(256));
-    if let Some(identity) = &identity {
-        builder = builder
-            // A client that starts a handshake and stops must not keep its place for the idle
-            // timeout: the same bound as the REST port's handshakes.
-            .tls_config(
-                ServerTlsConfig::new()
-                    .identity(identity.clone())
-                    .timeout(crate::http_tls::HANDSHAKE_TIMEOUT),
-            )
-            .map_err(StartError::Tls)?;
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.grpc()).map_err(StartError::Tls)?;
     }
+    let service = ShopFlight {
+        sql: Arc::new(SqlService::new(Arc::clone(engine), Arc::clone(auth))),
+    };
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // The shop API on the same port, behind the same authentication (crate::edge); health and
-    // reflection are open, as load balancers and grpcurl expect.
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in std::iter::once(FLIGHT_SERVICE).chain(shop_api::SERVICE_NAMES) {
+    for service in std::iter::once(FLIGHT_SERVICE).chain(extensions.names.iter().copied()) {
         health
             .set_service_status(service, tonic_health::ServingStatus::Serving)
             .await;
     }
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(shop_api::pb::FILE_DESCRIPTOR_SET)
+        let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             // Each reflection service lists only itself unless both are registered.
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            )
+            );
+        for set in &extensions.descriptor_sets {
+            builder = builder.register_encoded_file_descriptor_set(set);
+        }
+        builder
     };
     let reflection_v1 = reflection().build_v1().map_err(StartError::Reflection)?;
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(StartError::Reflection)?;
-    let gateway = crate::rest::Gateway {
-        products: products.clone(),
-        purchases: purchases.clone(),
-        sellers: sellers.clone(),
-        auth: Arc::clone(&auth),
-        openapi: Arc::new(crate::openapi::document()),
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let router = builder
-        .layer(EdgeLayer::new(Arc::clone(&auth)))
+    let mut routes = extensions.routes;
+    routes
         .add_service(flight)
-        .add_service(ProductServiceServer::new(products))
-        .add_service(PurchaseServiceServer::new(purchases))
-        .add_service(SellerServiceServer::new(sellers))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    let grpc_incoming = crate::conn::incoming(listener, config.connections, "gRPC");
-    let mut tasks = vec![tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(grpc_incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-    })];
-    let mut stops = vec![stop];
-    let http_addr = http_listener.as_ref().map(|(_, bound)| *bound);
-    let mut background = vec![refresher];
-    if let Some((listener, http)) = http_listener {
-        // HTTP/1.1 and HTTP/2, with the certificate of the gRPC port; TLS is terminated here
-        // (crate::http_tls) so that HTTP/1.1-only clients can negotiate it.
-        let router = Server::builder()
-            .accept_http1(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .http2_max_pending_accept_reset_streams(Some(100))
-            .max_concurrent_streams(Some(256))
-            .add_routes(crate::rest::router(gateway).into());
-        let accepted = crate::conn::incoming(listener, config.connections, "REST");
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        match http_acceptor {
-            Some(acceptor) => {
-                let (incoming, accept) = crate::http_tls::incoming(accepted, acceptor);
-                background.push(accept);
-                tasks.push(tokio::spawn(async move {
-                    router
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await
-                }));
-            }
-            None => tasks.push(tokio::spawn(async move {
-                router
-                    .serve_with_incoming_shutdown(accepted, shutdown)
-                    .await
-            })),
-        }
-        tracing::info!(addr = %http, tls = config.tls.is_some(), "REST/JSON gateway listening");
-    }
-    tracing::info!(%addr, lake = %lake.location(), tls = config.tls.is_some(), auth = !config.auth.users.is_empty(), "Flight SQL server listening");
-    Ok(RunningServer {
-        addr,
-        http_addr,
-        tls: config.tls.is_some(),
-        stop: stops,
-        tasks,
-        background,
-        engine,
-        executor,
-        shutdown_grace: config.shutdown_grace,
-    })
+    let edge = EdgeLayer::new(Arc::clone(auth), extensions.write_methods);
+    Ok(builder.layer(edge).add_routes(routes.routes()))
 }
 
 /// The certificate chain and key PEM files, with errors that say which file is wrong.

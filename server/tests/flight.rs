@@ -13,7 +13,7 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, SqlInfo};
 use arrow_flight::{FlightDescriptor, FlightInfo};
 use futures::TryStreamExt;
-use shop_ingest::demo::{self, DemoSpec};
+use shop_demo::{self as demo, DemoSpec};
 use shop_lake::{Lake, LakeCatalogOptions, LakeConfig};
 use shop_server::{AuthConfig, Limits, RunningServer, ServerConfig};
 use tonic::Code;
@@ -49,7 +49,6 @@ async fn fixture(configure: impl FnOnce(&mut ServerConfig)) -> Fixture {
             ..Default::default()
         },
         http_listen: None,
-        api: Default::default(),
     };
     configure(&mut config);
     let server = shop_server::start(lake.clone(), config).await.unwrap();

@@ -237,7 +237,7 @@ async fn flight_sql_serves_a_lake_on_s3() {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
     use arrow_flight::sql::client::FlightSqlServiceClient;
-    use shop_ingest::demo::{self, DemoSpec};
+    use shop_demo::{self as demo, DemoSpec};
 
     let Some(bucket) = TestBucket::create().await else {
         return;
@@ -256,7 +256,6 @@ async fn flight_sql_serves_a_lake_on_s3() {
             shutdown_grace: std::time::Duration::from_secs(10),
             catalog: Default::default(),
             http_listen: None,
-            api: Default::default(),
         },
     )
     .await

@@ -6,7 +6,7 @@ use anyhow::Context;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
-use shop_ingest::demo::{self, DemoSpec};
+use shop_demo::{self as demo, DemoSpec};
 use shop_lake::Lake;
 
 use super::serve;
@@ -41,7 +41,7 @@ pub async fn run(args: QuickstartArgs, file: Option<&Path>) -> anyhow::Result<()
         ),
     }
     super::refresh::build_aggregates(&lake).await?;
-    let running = serve::start(&lake, server).await?;
+    let running = serve::start(&lake, server, shop_api::Backends::default()).await?;
     print_connection_help(&running.uri(), &running.addr().to_string());
     serve::wait_for_shutdown(running).await
 }

@@ -15,11 +15,11 @@ pub const DEFAULT_LAKE: &str = "./lake-data";
 
 pub async fn run(args: ServeArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let lake = open_lake(&args.lake, file).await?;
-    let mut server = args.server.resolve(file)?;
-    server.config.api = api_backends(&args.api, file).await?;
+    let server = args.server.resolve(file)?;
+    let backends = api_backends(&args.api, file).await?;
     let schedule = args.schedule.resolve(file)?;
     let clickhouse = super::refresh::clickhouse(&args.clickhouse, file).await?;
-    let running = start(&lake, server).await?;
+    let running = start(&lake, server, backends).await?;
     eprintln!(
         "Serving the lake at {} on grpc://{}",
         lake.location(),
@@ -67,8 +67,8 @@ pub async fn open_lake(args: &LakeArgs, file: Option<&Path>) -> anyhow::Result<L
 async fn api_backends(
     args: &ShopApiArgs,
     file: Option<&Path>,
-) -> anyhow::Result<shop_server::ApiBackends> {
-    let mut backends = shop_server::ApiBackends::default();
+) -> anyhow::Result<shop_api::Backends> {
+    let mut backends = shop_api::Backends::default();
     if let Some(pg) = args.postgres.resolve_optional(file)? {
         let pool = shop_ingest::postgres::connect_pool(&pg.url, pg.connect_timeout, 8).await?;
         shop_ingest::postgres::migrate(&pool).await?;
@@ -106,9 +106,14 @@ async fn api_backends(
     Ok(backends)
 }
 
-/// Starts the server and writes the ready files.
-pub async fn start(lake: &Lake, server: ResolvedServer) -> anyhow::Result<RunningServer> {
-    let running = shop_server::start(lake.clone(), server.config)
+/// Starts the Flight SQL server with the shop API beside it (gRPC on its port, REST/JSON on the
+/// HTTP port, one set of credentials), and writes the ready files.
+pub async fn start(
+    lake: &Lake,
+    server: ResolvedServer,
+    backends: shop_api::Backends,
+) -> anyhow::Result<RunningServer> {
+    let running = shop_api::start(lake.clone(), server.config, backends)
         .await
         .context("cannot start the Flight SQL server")?;
     if let (Some(path), Some(http)) = (&server.http_ready_file, running.http_addr()) {

@@ -13,7 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 use super::{Error, Result};
-use crate::demo::rng_for;
+use shop_demo::rng_for;
 
 /// What the worker must do with an event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use sqlx::postgres::PgPool;
 use sqlx::{Connection, Executor, PgConnection};
 
 use super::{Error, Result, migrate};
-use crate::demo::{ADJECTIVES, CITIES, COUNTRIES, FIRST_NAMES, LAST_NAMES, rng_for, weighted};
+use shop_demo::{ADJECTIVES, CITIES, COUNTRIES, FIRST_NAMES, LAST_NAMES, rng_for, weighted};
 
 /// What to generate.
 #[derive(Debug, Clone)]

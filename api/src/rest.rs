@@ -21,6 +21,15 @@
 
 use std::sync::Arc;
 
+use crate::pb::product_service_server::ProductService;
+use crate::pb::purchase_service_server::PurchaseService;
+use crate::pb::seller_service_server::SellerService;
+use crate::pb::{
+    CreatePurchaseRequest, CreateSellerRequest, GetProductRequest, GetPurchaseRequest,
+    GetSellerRequest, ListProductsRequest, ListPurchasesRequest, ListSellersRequest,
+    UpdateSellerRequest,
+};
+use crate::{ProductApi, PurchaseApi, SellerApi};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -29,19 +38,10 @@ use axum::routing::get;
 use axum::{Router, middleware};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shop_api::pb::product_service_server::ProductService;
-use shop_api::pb::purchase_service_server::PurchaseService;
-use shop_api::pb::seller_service_server::SellerService;
-use shop_api::pb::{
-    CreatePurchaseRequest, CreateSellerRequest, GetProductRequest, GetPurchaseRequest,
-    GetSellerRequest, ListProductsRequest, ListPurchasesRequest, ListSellersRequest,
-    UpdateSellerRequest,
-};
-use shop_api::{ProductApi, PurchaseApi, SellerApi};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Status};
 
-use crate::auth::{Authenticator, Permission};
+use shop_server::auth::{Authenticator, Permission};
 
 /// Largest request body.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -217,7 +217,7 @@ async fn authorize(
     } else {
         Permission::Write
     };
-    let peer = crate::auth::peer_ip(request.extensions());
+    let peer = shop_server::auth::peer_ip(request.extensions());
     match g.auth.authorize(
         &MetadataMap::from_headers(request.headers().clone()),
         peer,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use shop_api::pb::GetProductRequest;
 use shop_api::pb::product_service_client::ProductServiceClient;
-use shop_ingest::demo::{self, DemoSpec};
+use shop_demo::{self as demo, DemoSpec};
 use shop_lake::{Lake, LakeCatalogOptions, LakeConfig};
 use shop_server::{AuthConfig, Limits, ServerConfig};
 use tonic::transport::Channel;
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     spec.days = 1;
     spec.purchases = 1_000;
     demo::generate(&lake, &spec, |_, _| {}).await?;
-    let server = shop_server::start(
+    let server = shop_api::start(
         lake,
         ServerConfig {
             listen: "127.0.0.1:0".parse()?,
@@ -49,8 +49,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             shutdown_grace: std::time::Duration::from_secs(10),
             catalog: LakeCatalogOptions::default(),
             http_listen: None,
-            api: Default::default(),
         },
+        Default::default(),
     )
     .await?;
     let channel = Channel::from_shared(format!("http://{}", server.addr()))?

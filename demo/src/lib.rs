@@ -92,7 +92,7 @@ pub struct DemoSummary {
     pub rows: BTreeMap<String, u64>,
 }
 
-pub(crate) const COUNTRIES: [(&str, u32); 8] = [
+pub const COUNTRIES: [(&str, u32); 8] = [
     ("DE", 30),
     ("FR", 18),
     ("GB", 15),
@@ -102,7 +102,7 @@ pub(crate) const COUNTRIES: [(&str, u32); 8] = [
     ("PL", 6),
     ("SE", 4),
 ];
-pub(crate) const CITIES: [&[&str]; 8] = [
+pub const CITIES: [&[&str]; 8] = [
     &["Berlin", "Hamburg", "München", "Köln"],
     &["Paris", "Lyon", "Marseille"],
     &["London", "Manchester", "Edinburgh"],
@@ -112,11 +112,11 @@ pub(crate) const CITIES: [&[&str]; 8] = [
     &["Warszawa", "Kraków", "Gdańsk"],
     &["Stockholm", "Göteborg", "Malmö"],
 ];
-pub(crate) const FIRST_NAMES: [&str; 16] = [
+pub const FIRST_NAMES: [&str; 16] = [
     "Anna", "Ben", "Chloé", "David", "Elif", "Finn", "Greta", "Hugo", "Ines", "Jonas", "Klara",
     "Luca", "Maja", "Noah", "Olga", "Zoë",
 ];
-pub(crate) const LAST_NAMES: [&str; 16] = [
+pub const LAST_NAMES: [&str; 16] = [
     "Müller",
     "Schmidt",
     "Dubois",
@@ -147,17 +147,17 @@ const CATEGORIES: [(&str, u32, f64); 10] = [
     ("garden", 5, 40.0),
     ("automotive", 3, 70.0),
 ];
-pub(crate) const ADJECTIVES: [&str; 8] = [
+pub const ADJECTIVES: [&str; 8] = [
     "Classic", "Smart", "Compact", "Deluxe", "Eco", "Pro", "Mini", "Ultra",
 ];
 
-pub(crate) fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
+pub fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(stream);
     rng
 }
 
-pub(crate) fn weighted<'a, T>(rng: &mut impl Rng, items: &'a [(T, u32)]) -> (usize, &'a T) {
+pub fn weighted<'a, T>(rng: &mut impl Rng, items: &'a [(T, u32)]) -> (usize, &'a T) {
     let total: u32 = items.iter().map(|(_, w)| *w).sum();
     let mut pick = rng.random_range(0..total);
     for (i, (item, w)) in items.iter().enumerate() {

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use futures::StreamExt;
 use shop_api::pb::GetProductRequest;
 use shop_api::pb::product_service_client::ProductServiceClient;
-use shop_ingest::demo::{self, DemoSpec};
+use shop_demo::{self as demo, DemoSpec};
 use shop_lake::{Lake, LakeCatalogOptions, LakeConfig};
 use shop_server::{AuthConfig, Limits, ServerConfig};
 use tonic::Code;
@@ -44,9 +44,10 @@ async fn health_reflection_and_an_authenticated_product_service() {
         shutdown_grace: std::time::Duration::from_secs(10),
         catalog: LakeCatalogOptions::default(),
         http_listen: None,
-        api: Default::default(),
     };
-    let server = shop_server::start(lake, config).await.unwrap();
+    let server = shop_api::start(lake, config, Default::default())
+        .await
+        .unwrap();
     let channel = Channel::from_shared(format!("http://{}", server.addr()))
         .unwrap()
         .connect()

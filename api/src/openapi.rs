@@ -235,7 +235,7 @@ fn message_schema(file: &FileDescriptorProto, index: usize, message: &Descriptor
 
 /// The OpenAPI document.
 pub fn document() -> Value {
-    let set = FileDescriptorSet::decode(shop_api::pb::FILE_DESCRIPTOR_SET)
+    let set = FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET)
         .expect("the build's own descriptor set decodes");
     let descriptors = Descriptors { files: set.file };
     let mut schemas = Map::new();

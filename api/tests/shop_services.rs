@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use shop_api::Backends as ApiBackends;
 use shop_api::pb::purchase_service_client::PurchaseServiceClient;
 use shop_api::pb::seller_service_client::SellerServiceClient;
 use shop_api::pb::{
@@ -17,9 +18,9 @@ use shop_api::pb::{
     UpdateSellerRequest,
 };
 use shop_api::{KafkaPublisher, PurchaseConfig};
-use shop_ingest::demo::{self, DemoSpec};
+use shop_demo::{self as demo, DemoSpec};
 use shop_lake::{Lake, LakeConfig};
-use shop_server::{ApiBackends, AuthConfig, RunningServer, ServerConfig};
+use shop_server::{AuthConfig, RunningServer, ServerConfig};
 use shop_test_support::{TestPostgres, TestTopic};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -48,7 +49,7 @@ async fn demo_lake() -> (Lake, tempfile::TempDir) {
     (lake, dir)
 }
 
-fn config(backends: ApiBackends, auth: AuthConfig) -> ServerConfig {
+fn config(auth: AuthConfig) -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         auth,
@@ -58,7 +59,6 @@ fn config(backends: ApiBackends, auth: AuthConfig) -> ServerConfig {
         shutdown_grace: std::time::Duration::from_secs(10),
         catalog: Default::default(),
         http_listen: Some("127.0.0.1:0".parse().unwrap()),
-        api: backends,
     }
 }
 
@@ -94,7 +94,7 @@ impl Shop {
                 Duration::from_secs(10),
             )),
         };
-        let server = shop_server::start(lake.clone(), config(backends, AuthConfig::default()))
+        let server = shop_api::start(lake.clone(), config(AuthConfig::default()), backends)
             .await
             .unwrap();
         Some(Self {
@@ -120,7 +120,7 @@ impl Shop {
                 publish_timeout,
             )),
         };
-        shop_server::start(self.lake.clone(), config(backends, AuthConfig::default()))
+        shop_api::start(self.lake.clone(), config(AuthConfig::default()), backends)
             .await
             .unwrap()
     }
@@ -789,7 +789,7 @@ async fn the_rest_gateway_answers_the_same_calls() {
         .json()
         .await
         .unwrap();
-    for route in shop_server::openapi::ROUTES {
+    for route in shop_api::openapi::ROUTES {
         assert!(
             doc["paths"][route.path][route.method].is_object(),
             "{}",
@@ -821,7 +821,7 @@ async fn the_rest_gateway_checks_credentials() {
         roles: AuthConfig::parse_roles("alice=writer").unwrap(),
         token_ttl: Duration::from_secs(60),
     };
-    let server = shop_server::start(lake, config(ApiBackends::default(), auth))
+    let server = shop_api::start(lake, config(auth), ApiBackends::default())
         .await
         .unwrap();
     let url = format!("http://{}/v1/products/1", server.http_addr().unwrap());
