@@ -4,12 +4,12 @@
 #  1. `refresh --all-days` of a demo lake into the lake only, then into the lake and ClickHouse
 #     (the same run, the same lake): time per day and the ClickHouse overhead as a ratio.
 #  2. ClickHouse insert rate: every row of stage.purchases inserted by our path
-#     (Arrow -> RowBinary -> LZ4 -> HTTP, analytics/examples/clickhouse_insert.rs) against
+#     (Arrow -> RowBinary -> LZ4 -> HTTP, aggregates/examples/clickhouse_insert.rs) against
 #     `clickhouse-client` inserting the same rows (a RowBinary dump of what we inserted) over the
 #     native protocol: the limit. Median of RUNS runs each.
 #
 # Needs the services of scripts/services.sh (ClickHouse) and a release build:
-#   cargo build --release -p shop-analytics -p shop-aggregates --bin shop-analytics \
+#   cargo build --release -p shop-cli -p shop-aggregates --bin shop-analytics \
 #     --example clickhouse_insert
 # Environment: SCALE (demo scale, default 1.0), RUNS (default 3), BIN_DIR (release dir).
 set -euo pipefail

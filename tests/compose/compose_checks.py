@@ -37,7 +37,19 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = "docker-compose.yml"
-RUST_DIRS = ("cli", "server", "lake", "ingest", "analytics")
+
+
+def _workspace_members() -> tuple[str, ...]:
+    """The product's crates (their folders), from the root Cargo.toml; test-support reads only
+    the tests' own variables."""
+    import tomllib
+
+    with open(REPO / "Cargo.toml", "rb") as f:
+        members = tomllib.load(f)["workspace"]["members"]
+    return tuple(m for m in members if m != "test-support")
+
+
+RUST_DIRS = _workspace_members()
 CLI_SOURCES = "cli/src"
 DEFAULT_BINARY = Path.home() / ".cache/shop-analytics/target/debug/shop-analytics"
 

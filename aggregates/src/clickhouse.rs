@@ -1,4 +1,4 @@
-//! ClickHouse as a destination: tables created from the DDL files in `analytics/clickhouse/`,
+//! ClickHouse as a destination: tables created from the DDL files in `aggregates/clickhouse/`,
 //! batches inserted as `RowBinary` with the `clickhouse` crate, days and whole tables replaced
 //! atomically for readers.
 //!

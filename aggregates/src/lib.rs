@@ -3,11 +3,11 @@
 //! products and sellers dimensions copied to ClickHouse; a scheduler with run history; and the
 //! purchases stream from Kafka into ClickHouse.
 //!
-//! Each aggregate is a SQL file in `analytics/sql/` that groups by `dt`; a day is computed by
+//! Each aggregate is a SQL file in `aggregates/sql/` that groups by `dt`; a day is computed by
 //! filtering that query on the day (DataFusion prunes the other days' partitions), sorted by the
 //! aggregate's key, and written as one object, so replacing a day is a single atomic PUT and
 //! re-running a day writes the same bytes. Each ClickHouse table is a DDL file in
-//! `analytics/clickhouse/`.
+//! `aggregates/clickhouse/`.
 
 pub mod clickhouse;
 pub mod refresh;
