@@ -52,6 +52,52 @@ pub const SERVICE_NAMES: [&str; 3] = [
 /// to the memory and time of one Flight SQL query.
 pub use shop_server::Limits;
 
+/// A `WHERE` clause for a lake read whose values are bound parameters: what a request carries
+/// never becomes SQL text.
+#[derive(Debug, Default)]
+pub(crate) struct Filter {
+    clauses: Vec<String>,
+    params: Vec<datafusion::scalar::ScalarValue>,
+}
+
+impl Filter {
+    /// Binds `value` and returns its placeholder (`$1`, `$2`, …) for a clause.
+    pub(crate) fn param(&mut self, value: datafusion::scalar::ScalarValue) -> String {
+        self.params.push(value);
+        format!("${}", self.params.len())
+    }
+
+    /// Adds a clause (written with placeholders from [`Filter::param`]).
+    pub(crate) fn and(&mut self, clause: String) {
+        self.clauses.push(clause);
+    }
+
+    /// `SELECT {columns} FROM {table} WHERE … ORDER BY {order}` limited to `limit` rows, with the
+    /// parameters bound.
+    pub(crate) async fn select(
+        self,
+        ctx: &datafusion::prelude::SessionContext,
+        columns: &str,
+        table: &str,
+        order: &str,
+        limit: usize,
+    ) -> datafusion::error::Result<datafusion::prelude::DataFrame> {
+        let filter = if self.clauses.is_empty() {
+            "TRUE".to_string()
+        } else {
+            self.clauses.join(" AND ")
+        };
+        let sql = format!("SELECT {columns} FROM {table} WHERE {filter} ORDER BY {order}");
+        let frame = ctx.sql(&sql).await?;
+        let frame = if self.params.is_empty() {
+            frame
+        } else {
+            frame.with_param_values(self.params)?
+        };
+        frame.limit(0, Some(limit))
+    }
+}
+
 /// A session over `catalog` within `limits.memory_per_query`.
 pub(crate) fn context(
     lake: &shop_lake::Lake,

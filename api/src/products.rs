@@ -21,8 +21,8 @@ use crate::pb::{
     GetProductRequest, GetProductResponse, ListProductsRequest, ListProductsResponse, Product,
 };
 use crate::{
-    Limits, collect, context, decimal, decode_token, encode_token, internal, page_size, positive,
-    timestamp,
+    Filter, Limits, collect, context, decimal, decode_token, encode_token, internal, page_size,
+    positive, timestamp,
 };
 
 const TOKEN: &str = "after";
@@ -109,24 +109,19 @@ impl ProductApi {
             .cloned())
     }
 
-    async fn products(
-        &self,
-        filter: &str,
-        category: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Product>, Status> {
+    async fn products(&self, filter: Filter, limit: usize) -> Result<Vec<Product>, Status> {
         self.require_catalogue().await?;
-        let sql = format!(
-            "SELECT {} FROM shop.stage.products WHERE {filter} ORDER BY product_id LIMIT {limit}",
-            PRODUCTS.column_names().join(", ")
-        );
-        let failed = |e| internal("reading stage.products", e);
-        let mut frame = self.ctx.sql(&sql).await.map_err(failed)?;
-        if let Some(category) = category {
-            frame = frame
-                .with_param_values(vec![ScalarValue::Utf8(Some(category.to_string()))])
-                .map_err(failed)?;
-        }
+        let columns = PRODUCTS.column_names().join(", ");
+        let frame = filter
+            .select(
+                &self.ctx,
+                &columns,
+                "shop.stage.products",
+                "product_id",
+                limit,
+            )
+            .await
+            .map_err(|e| internal("reading stage.products", e))?;
         let batches = collect(frame, &self.limits, "reading stage.products").await?;
         let mut products = Vec::new();
         for batch in &batches {
@@ -213,31 +208,30 @@ impl ProductService for ProductApi {
                 "min_price {min} is above max_price {max}"
             )));
         }
-        let mut filter = vec!["TRUE".to_string()];
+        let mut filter = Filter::default();
         if !r.page_token.is_empty() {
             let parts = decode_token(TOKEN, &r.page_token)?;
             let after: i64 = parts[0].parse().map_err(|_| {
                 Status::invalid_argument("page_token is not a token this service issued")
             })?;
-            filter.push(format!("product_id > {after}"));
+            let p = filter.param(ScalarValue::Int64(Some(after)));
+            filter.and(format!("product_id > {p}"));
         }
         if r.seller_id > 0 {
-            filter.push(format!("seller_id = {}", r.seller_id));
+            let p = filter.param(ScalarValue::Int64(Some(r.seller_id)));
+            filter.and(format!("seller_id = {p}"));
         }
-        // The bounds are validated decimal literals (digits and one dot only).
-        if let Some(min) = &min {
-            filter.push(format!("price >= CAST('{min}' AS DECIMAL(12, 2))"));
+        for (bound, op) in [(&min, ">="), (&max, "<=")] {
+            if let Some(text) = bound {
+                let p = filter.param(price(text)?);
+                filter.and(format!("price {op} {p}"));
+            }
         }
-        if let Some(max) = &max {
-            filter.push(format!("price <= CAST('{max}' AS DECIMAL(12, 2))"));
+        if !r.category.is_empty() {
+            let p = filter.param(ScalarValue::Utf8(Some(r.category.clone())));
+            filter.and(format!("category = {p}"));
         }
-        let category = (!r.category.is_empty()).then_some(r.category.as_str());
-        if category.is_some() {
-            filter.push("category = $1".into());
-        }
-        let mut products = self
-            .products(&filter.join(" AND "), category, page + 1)
-            .await?;
+        let mut products = self.products(filter, page + 1).await?;
         let next_page_token = if products.len() > page {
             products.truncate(page);
             let last = products.last().map_or(0, |p| p.product_id);
@@ -250,4 +244,12 @@ impl ProductService for ProductApi {
             next_page_token,
         }))
     }
+}
+
+/// A validated price bound (digits, at most 2 decimals) as the lake's money type.
+fn price(text: &str) -> Result<ScalarValue, Status> {
+    let cents =
+        shop_types::purchases::parse_price(&serde_json::Value::String(text.into()), "price")
+            .map_err(Status::invalid_argument)?;
+    Ok(ScalarValue::Decimal128(Some(cents), 12, 2))
 }

@@ -21,6 +21,7 @@ use arrow::array::{Array, AsArray, Decimal128Array, RecordBatch, TimestampMicros
 use arrow::datatypes::{Int32Type, Int64Type};
 use chrono::{DateTime, SecondsFormat, Utc};
 use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shop_lake::{Lake, LakeCatalog};
@@ -33,8 +34,8 @@ use crate::pb::{
     ListPurchasesRequest, ListPurchasesResponse, Purchase,
 };
 use crate::{
-    Limits, ProductApi, collect, context, decimal, decode_token, encode_token, internal, micros,
-    page_size, positive, postgres_error, timestamp,
+    Filter, Limits, ProductApi, collect, context, decimal, decode_token, encode_token, internal,
+    micros, page_size, positive, postgres_error, timestamp,
 };
 
 const TOKEN: &str = "purchases";
@@ -380,11 +381,7 @@ impl PurchaseApi {
         // that timed out, a caller that went away). Within the ingest's window of repeated
         // ids a second copy is dropped there; past it, the lake is asked first.
         let late = age_secs > LAKE_CHECK_AFTER.as_secs_f64();
-        let landed = late
-            && !self
-                .query(&format!("purchase_id = '{id}'"), 1)
-                .await?
-                .is_empty();
+        let landed = late && !self.query(by_id(&id), 1).await?.is_empty();
         if landed {
             tracing::info!(purchase_id = %id, "an unmarked purchase is in the lake already");
         } else {
@@ -467,18 +464,19 @@ impl PurchaseApi {
         Ok((from_event(&payload)?, replayed))
     }
 
-    async fn query(&self, filter: &str, limit: usize) -> Result<Vec<Purchase>, Status> {
+    async fn query(&self, filter: Filter, limit: usize) -> Result<Vec<Purchase>, Status> {
         if !crate::table_exists(&self.ctx, "purchases").await? {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT purchase_id, customer_id, product_id, seller_id, quantity, unit_price, \
-             currency, purchased_at, extras FROM shop.stage.purchases WHERE {filter} \
-             ORDER BY purchased_at, purchase_id LIMIT {limit}"
-        );
-        let frame = self
-            .ctx
-            .sql(&sql)
+        let frame = filter
+            .select(
+                &self.ctx,
+                "purchase_id, customer_id, product_id, seller_id, quantity, unit_price, \
+                 currency, purchased_at, extras",
+                "shop.stage.purchases",
+                "purchased_at, purchase_id",
+                limit,
+            )
             .await
             .map_err(|e| internal("reading stage.purchases", e))?;
         let batches = collect(frame, &self.limits, "reading stage.purchases").await?;
@@ -574,14 +572,22 @@ fn to_purchases(batch: &RecordBatch) -> Result<Vec<Purchase>, String> {
 }
 
 /// An RFC 3339 literal with microseconds, as DataFusion compares it with a UTC timestamp.
-fn literal(us: i64) -> String {
-    let at = DateTime::from_timestamp_micros(us).expect("checked range");
-    format!("'{}'", at.to_rfc3339_opts(SecondsFormat::Micros, true))
+/// The purchase with this id.
+fn by_id(id: &str) -> Filter {
+    let mut filter = Filter::default();
+    let p = filter.param(ScalarValue::Utf8(Some(id.to_string())));
+    filter.and(format!("purchase_id = {p}"));
+    filter
 }
 
-fn day_literal(us: i64) -> String {
-    let at = DateTime::from_timestamp_micros(us).expect("checked range");
-    format!("DATE '{}'", at.format("%Y-%m-%d"))
+/// A time (µs since the epoch, UTC) as a parameter of the type of `purchased_at`.
+fn time_param(us: i64) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into()))
+}
+
+/// The day of a time as a parameter of the type of `dt` (days since the epoch).
+fn day_param(us: i64) -> ScalarValue {
+    ScalarValue::Date32(Some(us.div_euclid(86_400_000_000) as i32))
 }
 
 #[tonic::async_trait]
@@ -609,8 +615,7 @@ impl PurchaseService for PurchaseApi {
             .map_err(|_| Status::invalid_argument(format!("purchase_id {raw:?} is not a UUID")))?
             .hyphenated()
             .to_string();
-        // The id is a parsed UUID: hex digits and hyphens only.
-        let mut found = self.query(&format!("purchase_id = '{id}'"), 1).await?;
+        let mut found = self.query(by_id(&id), 1).await?;
         match found.pop() {
             Some(purchase) => Ok(Response::new(GetPurchaseResponse {
                 purchase: Some(purchase),
@@ -649,14 +654,22 @@ impl PurchaseService for PurchaseApi {
             from.map(|v| v.to_string()).unwrap_or_default(),
             to.map(|v| v.to_string()).unwrap_or_default(),
         ];
-        let mut filter = vec![format!("customer_id = {customer}")];
+        let mut filter = Filter::default();
+        let p = filter.param(ScalarValue::Int64(Some(customer)));
+        filter.and(format!("customer_id = {p}"));
         if let Some(from) = from {
-            filter.push(format!("dt >= {}", day_literal(from)));
-            filter.push(format!("purchased_at >= {}", literal(from)));
+            let (day, at) = (
+                filter.param(day_param(from)),
+                filter.param(time_param(from)),
+            );
+            filter.and(format!("dt >= {day} AND purchased_at >= {at}"));
         }
         if let Some(to) = to {
-            filter.push(format!("dt <= {}", day_literal(to - 1)));
-            filter.push(format!("purchased_at < {}", literal(to)));
+            let (day, at) = (
+                filter.param(day_param(to - 1)),
+                filter.param(time_param(to)),
+            );
+            filter.and(format!("dt <= {day} AND purchased_at < {at}"));
         }
         if !r.page_token.is_empty() {
             let parts = decode_token(TOKEN, &r.page_token)?;
@@ -669,16 +682,17 @@ impl PurchaseService for PurchaseApi {
                 return Err(bad());
             }
             let at: i64 = parts[3].parse().map_err(|_| bad())?;
-            // A forged time out of range must not reach the literals.
+            // A forged time out of range is refused like any other forged token.
             micros("page_token", &timestamp(at)).map_err(|_| bad())?;
             let id = uuid::Uuid::parse_str(&parts[4]).map_err(|_| bad())?;
-            filter.push(format!("dt >= {}", day_literal(at)));
-            filter.push(format!(
-                "(purchased_at > {t} OR (purchased_at = {t} AND purchase_id > '{id}'))",
-                t = literal(at)
+            let day = filter.param(day_param(at));
+            let t = filter.param(time_param(at));
+            let after = filter.param(ScalarValue::Utf8(Some(id.hyphenated().to_string())));
+            filter.and(format!(
+                "dt >= {day} AND (purchased_at > {t} OR (purchased_at = {t} AND purchase_id > {after}))"
             ));
         }
-        let mut purchases = self.query(&filter.join(" AND "), page + 1).await?;
+        let mut purchases = self.query(filter, page + 1).await?;
         let next_page_token = if purchases.len() > page {
             purchases.truncate(page);
             let last = purchases.last().expect("a full page");
@@ -909,11 +923,16 @@ mod tests {
     }
 
     #[test]
-    fn time_literals_are_what_datafusion_reads() {
+    fn time_parameters_have_the_lake_types() {
         assert_eq!(
-            literal(1_764_000_000_123_456),
-            "'2025-11-24T16:00:00.123456Z'"
+            time_param(1_764_000_000_123_456),
+            ScalarValue::TimestampMicrosecond(Some(1_764_000_000_123_456), Some("UTC".into()))
         );
-        assert_eq!(day_literal(1_764_000_000_123_456), "DATE '2025-11-24'");
+        // 2025-11-24 is day 20,416 since the epoch; a time before 1970 falls on the day before.
+        assert_eq!(
+            day_param(1_764_000_000_123_456),
+            ScalarValue::Date32(Some(20_416))
+        );
+        assert_eq!(day_param(-1), ScalarValue::Date32(Some(-1)));
     }
 }

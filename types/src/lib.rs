@@ -8,10 +8,12 @@
 //!   form, shared by the shop API (which publishes events), the Kafka → lake worker and the
 //!   Kafka → ClickHouse loader (which read them).
 //! - [`topics`]: the Kafka topic names.
+//! - [`report`]: an error printed with its chain of causes.
 //!
-//! This crate depends on Arrow, chrono and serde only, so that every crate can use it.
+//! This crate depends on Arrow, chrono, serde and uuid only, so that every crate can use it.
 
 pub mod purchases;
+pub mod report;
 pub mod tables;
 
 pub use tables::{ForeignKey, TABLES, Table};

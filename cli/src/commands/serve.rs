@@ -94,7 +94,7 @@ async fn api_backends(
         match tokio::time::timeout(config.publish_timeout, ensure).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(%brokers, %topic, cause = %e, "cannot check the purchases topic")
+                tracing::warn!(%brokers, %topic, cause = %shop_types::report::Report(&e), "cannot check the purchases topic")
             }
             Err(_) => {
                 tracing::warn!(%brokers, %topic, "Kafka did not answer; purchases are refused until it does")
