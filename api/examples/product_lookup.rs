@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use shop_api::pb::GetProductRequest;
 use shop_api::pb::product_service_client::ProductServiceClient;
-use shop_demo::{self as demo, DemoSpec};
-use shop_lake::{Lake, LakeCatalogOptions, LakeConfig};
-use shop_server::{AuthConfig, Limits, ServerConfig};
+use shop_demo::DemoSpec;
+use shop_server::ServerConfig;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -28,28 +27,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     let products = args.first().copied().unwrap_or(100_000);
     let calls = args.get(1).copied().unwrap_or(2_000);
-    let dir = tempfile::tempdir()?;
-    let lake = Lake::open(&LakeConfig {
-        root: dir.path().display().to_string(),
-        ..Default::default()
-    })?;
     let mut spec = DemoSpec::scaled(1.0)?;
     spec.products = products;
     spec.days = 1;
     spec.purchases = 1_000;
-    demo::generate(&lake, &spec, |_, _| {}).await?;
+    let lake = shop_test_support::demo_lake(&spec).await;
     let server = shop_api::start(
-        lake,
-        ServerConfig {
-            listen: "127.0.0.1:0".parse()?,
-            auth: AuthConfig::default(),
-            tls: None,
-            limits: Limits::default(),
-            connections: Default::default(),
-            shutdown_grace: std::time::Duration::from_secs(10),
-            catalog: LakeCatalogOptions::default(),
-            http_listen: None,
-        },
+        lake.lake.clone(),
+        ServerConfig::on_loopback(),
         Default::default(),
     )
     .await?;

@@ -58,6 +58,22 @@ pub struct ServerConfig {
     pub http_listen: Option<SocketAddr>,
 }
 
+impl ServerConfig {
+    /// Every default on a free loopback port, no HTTP port: for tests and for embedding.
+    pub fn on_loopback() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            auth: AuthConfig::default(),
+            tls: None,
+            limits: Limits::default(),
+            connections: ConnectionLimits::default(),
+            shutdown_grace: Duration::from_secs(10),
+            catalog: LakeCatalogOptions::default(),
+            http_listen: None,
+        }
+    }
+}
+
 /// What other crates serve beside Flight SQL, behind the same authentication.
 #[derive(Default)]
 pub struct Extensions {

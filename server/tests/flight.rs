@@ -14,13 +14,14 @@ use arrow_flight::sql::{CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTa
 use arrow_flight::{FlightDescriptor, FlightInfo};
 use futures::TryStreamExt;
 use shop_demo::{self as demo, DemoSpec};
-use shop_lake::{Lake, LakeCatalogOptions, LakeConfig};
-use shop_server::{AuthConfig, Limits, RunningServer, ServerConfig};
+use shop_lake::Lake;
+use shop_server::{AuthConfig, RunningServer, ServerConfig};
+use shop_test_support::{TempLake, demo_lake};
 use tonic::Code;
 use tonic::transport::Channel;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    _lake: TempLake,
     lake: Lake,
     spec: DemoSpec,
     /// Kept alive for the test; its tasks end with the test's runtime.
@@ -29,27 +30,11 @@ struct Fixture {
 }
 
 async fn fixture(configure: impl FnOnce(&mut ServerConfig)) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&LakeConfig {
-        root: dir.path().display().to_string(),
-        ..Default::default()
-    })
-    .unwrap();
     let spec = DemoSpec::scaled(0.01).unwrap();
-    demo::generate(&lake, &spec, |_, _| {}).await.unwrap();
-    let mut config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        auth: AuthConfig::default(),
-        tls: None,
-        limits: Limits::default(),
-        connections: Default::default(),
-        shutdown_grace: std::time::Duration::from_secs(10),
-        catalog: LakeCatalogOptions {
-            refresh_interval: Duration::from_millis(100),
-            ..Default::default()
-        },
-        http_listen: None,
-    };
+    let temp = demo_lake(&spec).await;
+    let lake = temp.lake.clone();
+    let mut config = ServerConfig::on_loopback();
+    config.catalog.refresh_interval = Duration::from_millis(100);
     configure(&mut config);
     let server = shop_server::start(lake.clone(), config).await.unwrap();
     let channel = Channel::from_shared(format!("http://{}", server.addr()))
@@ -58,7 +43,7 @@ async fn fixture(configure: impl FnOnce(&mut ServerConfig)) -> Fixture {
         .await
         .unwrap();
     Fixture {
-        _dir: dir,
+        _lake: temp,
         lake,
         spec,
         _server: server,

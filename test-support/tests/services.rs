@@ -245,21 +245,9 @@ async fn flight_sql_serves_a_lake_on_s3() {
     let lake = shop_lake::Lake::open(&bucket.lake_config("lake")).unwrap();
     let spec = DemoSpec::scaled(0.002).unwrap();
     let summary = demo::generate(&lake, &spec, |_, _| {}).await.unwrap();
-    let server = shop_server::start(
-        lake.clone(),
-        shop_server::ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            auth: Default::default(),
-            tls: None,
-            limits: Default::default(),
-            connections: Default::default(),
-            shutdown_grace: std::time::Duration::from_secs(10),
-            catalog: Default::default(),
-            http_listen: None,
-        },
-    )
-    .await
-    .unwrap();
+    let server = shop_server::start(lake.clone(), shop_server::ServerConfig::on_loopback())
+        .await
+        .unwrap();
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr()))
         .unwrap()
         .connect()

@@ -14,9 +14,7 @@ use shop_ingest::kafka::read_marker;
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, session};
 use shop_test_support::{KAFKA_SESSION_TIMEOUT_MS, TestBucket, TestTopic};
 
-mod common;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shop-analytics");
+use crate::common::{self, BIN};
 const PARTITIONS: i32 = 4;
 
 struct Setup {
@@ -205,32 +203,22 @@ async fn killed_workers_neither_lose_nor_duplicate_events() {
     // Kill points: random amounts of written messages, so every kill lands mid-stream, between
     // or inside flushes (the marker is polled every 20 ms while the worker writes).
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
-    let mut targets: Vec<i64> = (0..6)
+    let mut targets: Vec<u64> = (0..6)
         // A worker writes up to ~25k messages between a target and its kill (four partitions
         // of 5000-row flushes); targets up to 110k keep six kills well before the end.
         .map(|_| rng.random_range(5_000..110_000))
         .collect();
     targets.sort_unstable();
-    let mut progress = Vec::new();
-    for target in &targets {
-        // Each worker is killed only after it wrote something itself.
-        let target = (*target).max(setup.written().await + 1);
-        let mut child = setup.spawn_worker(&group);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while setup.written().await < target {
-            assert!(
-                Instant::now() < deadline,
-                "the worker did not reach {target} in 120 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        progress.push(setup.written().await);
-    }
+    let progress = common::kill_at_targets(
+        &targets,
+        || common::KillOnDrop(setup.spawn_worker(&group)),
+        async || setup.written().await as u64,
+        "worker",
+    )
+    .await;
     eprintln!("killed at {targets:?}; written after each kill: {progress:?}");
     assert!(
-        progress.iter().all(|w| *w < EVENTS as i64),
+        progress.iter().all(|w| *w < EVENTS),
         "a kill came after the end: {progress:?}"
     );
     assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");

@@ -8,9 +8,7 @@ use arrow::array::{Array, Int64Array};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, layout, manifest, session};
 use shop_test_support::TestPostgres;
 
-mod common;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shop-analytics");
+use crate::common::{self, BIN};
 
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(BIN)

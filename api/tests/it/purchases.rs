@@ -9,8 +9,9 @@ use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use shop_api::pb::purchase_service_server::PurchaseService;
 use shop_api::pb::{GetPurchaseRequest, ListPurchasesRequest, Purchase};
 use shop_api::{Limits, ProductApi, PurchaseApi};
-use shop_demo::{self as demo, DemoSpec};
-use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, layout, session};
+use shop_demo::DemoSpec;
+use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, layout, session};
+use shop_test_support::{TempLake, demo_lake};
 use shop_types::purchases::{self as contract, PurchaseBatch};
 use tonic::{Code, Request};
 
@@ -18,21 +19,16 @@ struct Fixture {
     lake: Lake,
     catalog: Arc<LakeCatalog>,
     api: PurchaseApi,
-    _dir: tempfile::TempDir,
+    _lake: TempLake,
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&LakeConfig {
-        root: dir.path().to_str().unwrap().to_string(),
-        ..LakeConfig::default()
-    })
-    .unwrap();
     let mut spec = DemoSpec::scaled(0.01).unwrap();
     spec.days = 5;
     spec.customers = 20;
     spec.purchases = 2_000;
-    demo::generate(&lake, &spec, |_, _| {}).await.unwrap();
+    let temp = demo_lake(&spec).await;
+    let lake = temp.lake.clone();
     let catalog = LakeCatalog::new(lake.clone(), LakeCatalogOptions::default());
     catalog.refresh().await.unwrap();
     let api = PurchaseApi::new(
@@ -47,7 +43,7 @@ async fn fixture() -> Fixture {
         lake,
         catalog,
         api,
-        _dir: dir,
+        _lake: temp,
     }
 }
 

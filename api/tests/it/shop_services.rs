@@ -18,9 +18,10 @@ use shop_api::pb::{
     UpdateSellerRequest,
 };
 use shop_api::{KafkaPublisher, PurchaseConfig};
-use shop_demo::{self as demo, DemoSpec};
-use shop_lake::{Lake, LakeConfig};
+use shop_demo::DemoSpec;
+use shop_lake::Lake;
 use shop_server::{AuthConfig, RunningServer, ServerConfig};
+use shop_test_support::{TempLake, demo_lake};
 use shop_test_support::{TestPostgres, TestTopic};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -32,33 +33,21 @@ struct Shop {
     topic: TestTopic,
     lake: Lake,
     server: RunningServer,
-    _dir: tempfile::TempDir,
+    _lake: TempLake,
 }
 
-async fn demo_lake() -> (Lake, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&LakeConfig {
-        root: dir.path().display().to_string(),
-        ..Default::default()
-    })
-    .unwrap();
+async fn small_demo_lake() -> TempLake {
     let mut spec = DemoSpec::scaled(0.01).unwrap();
     spec.days = 2;
     spec.purchases = 20;
-    demo::generate(&lake, &spec, |_, _| {}).await.unwrap();
-    (lake, dir)
+    demo_lake(&spec).await
 }
 
 fn config(auth: AuthConfig) -> ServerConfig {
     ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
         auth,
-        tls: None,
-        limits: Default::default(),
-        connections: Default::default(),
-        shutdown_grace: std::time::Duration::from_secs(10),
-        catalog: Default::default(),
         http_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..ServerConfig::on_loopback()
     }
 }
 
@@ -85,7 +74,8 @@ impl Shop {
         .execute(pg.pool())
         .await
         .unwrap();
-        let (lake, dir) = demo_lake().await;
+        let temp = small_demo_lake().await;
+        let lake = temp.lake.clone();
         let backends = ApiBackends {
             postgres: Some(pg.pool().clone()),
             kafka: Some(publisher(
@@ -102,7 +92,7 @@ impl Shop {
             topic,
             lake,
             server,
-            _dir: dir,
+            _lake: temp,
         })
     }
 
@@ -814,7 +804,8 @@ async fn the_rest_gateway_answers_the_same_calls() {
 
 #[tokio::test]
 async fn the_rest_gateway_checks_credentials() {
-    let (lake, _dir) = demo_lake().await;
+    let temp = small_demo_lake().await;
+    let lake = temp.lake.clone();
     let auth = AuthConfig {
         users: AuthConfig::parse_users("alice:secret").unwrap(),
         // Creating a seller needs the writer role; readers get 403 (see the hardening tests).

@@ -10,26 +10,22 @@ use shop_api::pb::product_service_server::ProductService;
 use shop_api::pb::{GetProductRequest, ListProductsRequest, Product};
 use shop_demo::{self as demo, DemoSpec};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig};
+use shop_test_support::{TempLake, demo_lake, temp_lake};
 use tonic::{Code, Request};
 
 struct Fixture {
     api: ProductApi,
     /// product_id → (seller_id, category, price in cents), from the generator's own batch.
     expected: BTreeMap<i64, (i64, String, i128)>,
-    _dir: tempfile::TempDir,
+    _lake: TempLake,
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&LakeConfig {
-        root: dir.path().to_str().unwrap().to_string(),
-        ..LakeConfig::default()
-    })
-    .unwrap();
     let mut spec = DemoSpec::scaled(0.1).unwrap();
     spec.days = 1;
     spec.purchases = 10;
-    demo::generate(&lake, &spec, |_, _| {}).await.unwrap();
+    let temp = demo_lake(&spec).await;
+    let lake = &temp.lake;
     let (batch, _, _) = demo::products(&spec).unwrap();
     let ids = batch.column(0).as_primitive::<Int64Type>();
     let sellers = batch.column(1).as_primitive::<Int64Type>();
@@ -54,9 +50,9 @@ async fn fixture() -> Fixture {
     let catalog = LakeCatalog::new(lake.clone(), LakeCatalogOptions::default());
     catalog.refresh().await.unwrap();
     Fixture {
-        api: ProductApi::new(&lake, &catalog),
+        api: ProductApi::new(lake, &catalog),
         expected,
-        _dir: dir,
+        _lake: temp,
     }
 }
 
@@ -269,15 +265,11 @@ async fn invalid_listings_name_the_field() {
 
 #[tokio::test]
 async fn a_lake_without_a_catalogue_is_a_failed_precondition() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&LakeConfig {
-        root: dir.path().to_str().unwrap().to_string(),
-        ..LakeConfig::default()
-    })
-    .unwrap();
+    let temp = temp_lake();
+    let lake = &temp.lake;
     let catalog = LakeCatalog::new(lake.clone(), LakeCatalogOptions::default());
     catalog.refresh().await.unwrap();
-    let api = ProductApi::new(&lake, &catalog);
+    let api = ProductApi::new(lake, &catalog);
     let err = api
         .get_product(Request::new(GetProductRequest { product_id: 1 }))
         .await

@@ -24,9 +24,7 @@ use shop_ingest::kafka::generate::{self, Expected};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, session};
 use shop_test_support::{KAFKA_SESSION_TIMEOUT_MS, TestClickHouse, TestTopic};
 
-mod common;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shop-analytics");
+use crate::common::{self, BIN};
 
 fn read_parquet(path: &Path) -> Vec<RecordBatch> {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -740,22 +738,13 @@ async fn a_killed_stream_loader_loads_every_event_exactly_once() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
     let mut targets: Vec<u64> = (0..4).map(|_| rng.random_range(3_000..40_000)).collect();
     targets.sort_unstable();
-    let mut progress = Vec::new();
-    for target in &targets {
-        let target = (*target).max(setup.messages().await + 1);
-        let mut child = setup.spawn(&group);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while setup.messages().await < target {
-            assert!(
-                Instant::now() < deadline,
-                "the loader did not reach {target} in 120 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        progress.push(setup.messages().await);
-    }
+    let progress = common::kill_at_targets(
+        &targets,
+        || setup.spawn(&group),
+        async || setup.messages().await,
+        "loader",
+    )
+    .await;
     eprintln!("killed at {targets:?}; loaded after each kill: {progress:?}");
     assert!(
         progress.iter().all(|p| *p < EVENTS),

@@ -18,19 +18,9 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use shop_ingest::postgres::generate::{GenerateSpec, generate};
 use shop_ingest::postgres::{self, ExportOptions, Mode};
-use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, layout, manifest, session};
-use shop_test_support::TestPostgres;
+use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, layout, manifest, session};
+use shop_test_support::{TestPostgres, temp_lake};
 use sqlx::Executor;
-
-fn local_lake() -> (tempfile::TempDir, Lake) {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&LakeConfig {
-        root: dir.path().display().to_string(),
-        ..Default::default()
-    })
-    .unwrap();
-    (dir, lake)
-}
 
 async fn export(
     pg: &TestPostgres,
@@ -141,7 +131,8 @@ async fn every_mapped_type_round_trips_with_nulls_unicode_and_extremes() {
         )
         .await
         .unwrap();
-    let (_dir, lake) = local_lake();
+    let temp = temp_lake();
+    let lake = temp.lake.clone();
     let report = export(&pg, &lake, "all_types", &ExportOptions::default())
         .await
         .unwrap();
@@ -286,7 +277,8 @@ async fn unsupported_types_and_unrepresentable_values_are_named_and_publish_noth
         )
         .await
         .unwrap();
-    let (_dir, lake) = local_lake();
+    let temp = temp_lake();
+    let lake = temp.lake.clone();
     let options = ExportOptions {
         batch_rows: 1000,
         ..Default::default()
@@ -355,7 +347,8 @@ async fn readers_see_the_old_or_the_new_snapshot_never_a_mix() {
         )
         .await
         .unwrap();
-    let (_dir, lake) = local_lake();
+    let temp = temp_lake();
+    let lake = temp.lake.clone();
     // Many small files per snapshot, so that a reader listing files instead of following the
     // manifest would see a mix.
     let options = ExportOptions {
@@ -473,7 +466,8 @@ async fn incremental_exports_keep_exactly_the_latest_version_of_each_row() {
     generate(pg.pool(), &spec, &AtomicU64::new(0))
         .await
         .unwrap();
-    let (_dir, lake) = local_lake();
+    let temp = temp_lake();
+    let lake = temp.lake.clone();
     let incremental = ExportOptions {
         mode: Mode::Incremental,
         batch_rows: 700,
@@ -556,7 +550,8 @@ async fn a_changed_table_definition_falls_back_to_a_snapshot() {
     )
     .await
     .unwrap();
-    let (_dir, lake) = local_lake();
+    let temp = temp_lake();
+    let lake = temp.lake.clone();
     let incremental = ExportOptions {
         mode: Mode::Incremental,
         ..Default::default()

@@ -7,9 +7,9 @@ use base64::Engine as _;
 use futures::StreamExt;
 use shop_api::pb::GetProductRequest;
 use shop_api::pb::product_service_client::ProductServiceClient;
-use shop_demo::{self as demo, DemoSpec};
-use shop_lake::{Lake, LakeCatalogOptions, LakeConfig};
-use shop_server::{AuthConfig, Limits, ServerConfig};
+use shop_demo::DemoSpec;
+use shop_server::{AuthConfig, ServerConfig};
+use shop_test_support::demo_lake;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -22,30 +22,16 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 #[tokio::test]
 async fn health_reflection_and_an_authenticated_product_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&LakeConfig {
-        root: dir.path().display().to_string(),
-        ..Default::default()
-    })
-    .unwrap();
-    demo::generate(&lake, &DemoSpec::scaled(0.01).unwrap(), |_, _| {})
-        .await
-        .unwrap();
+    let temp = demo_lake(&DemoSpec::scaled(0.01).unwrap()).await;
     let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
         auth: AuthConfig {
             users: AuthConfig::parse_users("alice:secret").unwrap(),
             token_ttl: Duration::from_secs(60),
             ..AuthConfig::default()
         },
-        tls: None,
-        limits: Limits::default(),
-        connections: Default::default(),
-        shutdown_grace: std::time::Duration::from_secs(10),
-        catalog: LakeCatalogOptions::default(),
-        http_listen: None,
+        ..ServerConfig::on_loopback()
     };
-    let server = shop_api::start(lake, config, Default::default())
+    let server = shop_api::start(temp.lake.clone(), config, Default::default())
         .await
         .unwrap();
     let channel = Channel::from_shared(format!("http://{}", server.addr()))
