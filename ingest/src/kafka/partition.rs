@@ -1,0 +1,86 @@
+//! What the worker holds for one partition between flushes: the buffer, the position and the
+//! purchase_ids of the dedup window.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use object_store::UpdateVersion;
+use shop_types::purchases::{PurchaseBatch, Rejected};
+
+use super::marker::{DEDUP_WINDOW, unix_now};
+
+/// What one partition holds between flushes.
+pub(super) struct PartitionState {
+    pub(super) next_offset: i64,
+    pub(super) first: Option<(i64, Instant)>,
+    pub(super) last: i64,
+    pub(super) bytes: usize,
+    pub(super) events: usize,
+    pub(super) rows: BTreeMap<NaiveDate, PurchaseBatch>,
+    pub(super) rejected: Vec<Rejected>,
+    /// purchase_ids (as UUID bits) of this partition written or buffered within the dedup
+    /// window.
+    pub(super) known: HashSet<u128>,
+    /// When each id of `known` arrived, oldest first, to forget them after the window.
+    pub(super) known_since: std::collections::VecDeque<(i64, u128)>,
+    /// The marker's `recent` list.
+    pub(super) recent: Vec<(String, i64)>,
+    /// The marker's version as last read or written by this worker.
+    pub(super) version: Option<UpdateVersion>,
+}
+
+impl PartitionState {
+    pub(super) fn new(recovered: Recovered) -> Self {
+        let Recovered {
+            next_offset,
+            version,
+            recent,
+            known,
+        } = recovered;
+        let now = unix_now();
+        Self {
+            next_offset,
+            version,
+            first: None,
+            last: -1,
+            bytes: 0,
+            events: 0,
+            rows: BTreeMap::new(),
+            rejected: Vec::new(),
+            known_since: known.iter().map(|id| (now, *id)).collect(),
+            known: known.into_iter().collect(),
+            recent,
+        }
+    }
+
+    /// Forgets ids older than the dedup window.
+    pub(super) fn forget_old_ids(&mut self) {
+        let horizon = unix_now() - DEDUP_WINDOW.as_secs() as i64;
+        while let Some((at, _)) = self.known_since.front() {
+            if *at >= horizon {
+                break;
+            }
+            let (_, id) = self.known_since.pop_front().expect("not empty");
+            self.known.remove(&id);
+        }
+    }
+
+    pub(super) fn clear_buffer(&mut self) {
+        self.first = None;
+        self.bytes = 0;
+        self.events = 0;
+        self.rows.clear();
+        self.rejected.clear();
+    }
+}
+
+/// What a new owner of a partition starts from.
+pub(super) struct Recovered {
+    pub(super) next_offset: i64,
+    /// The marker's version, for the next conditional write (`None`: no marker yet).
+    pub(super) version: Option<UpdateVersion>,
+    /// The marker's recent files and their purchase_ids.
+    pub(super) recent: Vec<(String, i64)>,
+    pub(super) known: Vec<u128>,
+}
