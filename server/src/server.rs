@@ -101,39 +101,43 @@ pub struct TlsConfig {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {cause}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
-        cause: std::io::Error,
+        #[source]
+        source: std::io::Error,
     },
-    #[error("cannot read TLS file {path}: {cause}")]
+    #[error("cannot read TLS file {path}")]
     TlsFile {
         path: PathBuf,
-        cause: std::io::Error,
+        #[source]
+        source: std::io::Error,
     },
     #[error("{path} does not hold a PEM {expected} (a '-----BEGIN …' block)")]
     TlsPem {
         path: PathBuf,
         expected: &'static str,
     },
-    #[error("invalid TLS configuration: {0}")]
-    Tls(tonic::transport::Error),
-    #[error("cannot read the lake at {location}: {cause}")]
+    #[error("invalid TLS configuration")]
+    Tls(#[source] tonic::transport::Error),
+    #[error("cannot read the lake at {location}")]
     Lake {
         location: String,
-        cause: shop_lake::Error,
+        #[source]
+        source: shop_lake::Error,
     },
-    #[error("cannot listen on {addr} (REST/JSON): {cause}")]
+    #[error("cannot listen on {addr} (HTTP)")]
     BindHttp {
         addr: SocketAddr,
-        cause: std::io::Error,
+        #[source]
+        source: std::io::Error,
     },
     #[error("invalid TLS configuration of the REST/JSON port: {0}")]
     HttpTls(String),
-    #[error("cannot build gRPC reflection: {0}")]
-    Reflection(tonic_reflection::server::Error),
-    #[error("cannot start the query threads: {0}")]
-    Executor(std::io::Error),
+    #[error("cannot build gRPC reflection")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    #[error("cannot start the query threads")]
+    Executor(#[source] std::io::Error),
 }
 
 /// gRPC service name of Flight, for the health service.
@@ -260,7 +264,7 @@ impl Server {
         let catalog = LakeCatalog::new(lake.clone(), config.catalog.clone());
         catalog.refresh().await.map_err(|source| StartError::Lake {
             location: lake.location().to_string(),
-            cause: source,
+            source,
         })?;
         let executor = Arc::new(
             QueryExecutor::new(QueryExecutor::threads_for(
@@ -432,22 +436,22 @@ pub struct Ports {
 pub async fn bind(config: &ServerConfig) -> Result<Ports, StartError> {
     let grpc = TcpListener::bind(config.listen)
         .await
-        .map_err(|cause| StartError::Bind {
+        .map_err(|source| StartError::Bind {
             addr: config.listen,
-            cause,
+            source,
         })?;
-    let grpc_addr = grpc.local_addr().map_err(|cause| StartError::Bind {
+    let grpc_addr = grpc.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,
-        cause,
+        source,
     })?;
     let http = match config.http_listen {
         Some(http) => {
             let listener = TcpListener::bind(http)
                 .await
-                .map_err(|cause| StartError::BindHttp { addr: http, cause })?;
+                .map_err(|source| StartError::BindHttp { addr: http, source })?;
             let bound = listener
                 .local_addr()
-                .map_err(|cause| StartError::BindHttp { addr: http, cause })?;
+                .map_err(|source| StartError::BindHttp { addr: http, source })?;
             Some((listener, bound))
         }
         None => None,
@@ -553,7 +557,7 @@ fn read_tls_pems(tls: &TlsConfig) -> Result<(Vec<u8>, Vec<u8>), StartError> {
     let read = |path: &PathBuf, expected: &'static str, marker: &str| {
         let pem = std::fs::read(path).map_err(|source| StartError::TlsFile {
             path: path.clone(),
-            cause: source,
+            source,
         })?;
         let text = String::from_utf8_lossy(&pem);
         if text.contains("-----BEGIN") && text.contains(marker) {

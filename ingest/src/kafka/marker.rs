@@ -76,9 +76,9 @@ pub(super) async fn read_marker_versioned(
                 .map_err(|e| shop_lake::Error::store(&path, e))?;
             serde_json::from_slice(&bytes)
                 .map(|marker| Some((marker, version)))
-                .map_err(|cause| Error::Marker {
+                .map_err(|source| Error::Marker {
                     path: path.to_string(),
-                    cause,
+                    source,
                 })
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),

@@ -43,15 +43,17 @@ pub enum Error {
     Kafka(#[from] shop_kafka::Error),
     #[error(transparent)]
     Lake(#[from] shop_lake::Error),
-    #[error("the offsets marker {path} is corrupt: {cause}")]
+    #[error("the offsets marker {path} is corrupt")]
     Marker {
         path: String,
-        cause: serde_json::Error,
+        #[source]
+        source: serde_json::Error,
     },
-    #[error("encoding Parquet for {path}: {cause}")]
+    #[error("Parquet of {path}")]
     Parquet {
         path: String,
-        cause: parquet::errors::ParquetError,
+        #[source]
+        source: parquet::errors::ParquetError,
     },
     #[error("{0}")]
     Invalid(String),

@@ -17,6 +17,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use shop_kafka::{Flushed, Sink, StartOffset};
 use shop_lake::{Lake, layout};
 use shop_types::purchases::{self, Rejected};
+use shop_types::report::Report;
 use tokio::runtime::Handle;
 
 use super::marker::{
@@ -99,7 +100,7 @@ impl Worker {
                     Err(e) => tracing::warn!(
                         partition,
                         file,
-                        cause = %e,
+                        cause = %Report(&e),
                         "cannot read the purchase ids of a recent file; repeats of them are not recognised"
                     ),
                 }
@@ -286,7 +287,7 @@ impl Sink for Worker {
                 Err(e) => {
                     // Messages below the marker are skipped anyway; this only loses the jump
                     // forward or back.
-                    tracing::error!(partition = p, cause = %e, "cannot read the offsets marker; starting at the committed offset");
+                    tracing::error!(partition = p, cause = %Report(&e), "cannot read the offsets marker; starting at the committed offset");
                     Offset::Stored
                 }
             },
@@ -392,9 +393,9 @@ async fn read_ids(lake: &Lake, path: Path) -> Result<Vec<u128>> {
         Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
         Err(e) => return Err(shop_lake::Error::store(&path, e).into()),
     };
-    let parquet_err = |cause| Error::Parquet {
+    let parquet_err = |source| Error::Parquet {
         path: path.to_string(),
-        cause,
+        source,
     };
     let builder = shop_lake::reader::open_parquet(lake, path.clone(), size)
         .await
@@ -416,9 +417,9 @@ async fn read_ids(lake: &Lake, path: Path) -> Result<Vec<u128>> {
 
 /// One Parquet object in memory (flushes are bounded by `flush_rows` / `flush_bytes`).
 fn encode(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>> {
-    let err = |cause| Error::Parquet {
+    let err = |source| Error::Parquet {
         path: path.to_string(),
-        cause,
+        source,
     };
     let mut writer = ArrowWriter::try_new(
         Vec::new(),
