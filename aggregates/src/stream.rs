@@ -1,6 +1,6 @@
 //! Purchases streamed from Kafka into ClickHouse (`shop-analytics stream clickhouse`).
 //!
-//! Events are decoded with the same contract as the lake worker (`shop_ingest::purchases`) and
+//! Events are decoded with the same contract as the lake worker (`shop_types::purchases`) and
 //! buffered; a flush sorts them by partition and offset and inserts the dead letters into
 //! `purchases_rejected`, then the purchases into `purchases`, each in one INSERT.
 //!

@@ -2,7 +2,7 @@
 //! catalogue of PRODUCTS products (default 100,000), against a gRPC health check on the same
 //! connection (the RPC floor), measured in the same run. Sequential calls, random ids.
 //!
-//! `cargo run --release -p shop-server --example product_lookup -- [PRODUCTS] [CALLS]`
+//! `cargo run --release -p shop-api --example product_lookup -- [PRODUCTS] [CALLS]`
 
 use std::time::{Duration, Instant};
 

@@ -23,11 +23,23 @@ pub struct Backends {
     pub kafka: Option<KafkaPublisher>,
 }
 
-/// The gRPC methods that change data: they need the writer role, every other the reader role.
+/// The gRPC methods that change data: they need the writer role. Every other method needs the
+/// reader role ([`READ_METHODS`]); a test checks that every method of `proto/shop/v1` is in
+/// exactly one of the two lists, so a new RPC cannot be left to the reader default unseen.
 pub const WRITE_METHODS: [&str; 3] = [
     "/shop.v1.PurchaseService/CreatePurchase",
     "/shop.v1.SellerService/CreateSeller",
     "/shop.v1.SellerService/UpdateSeller",
+];
+
+/// The gRPC methods that only read.
+pub const READ_METHODS: [&str; 6] = [
+    "/shop.v1.ProductService/GetProduct",
+    "/shop.v1.ProductService/ListProducts",
+    "/shop.v1.PurchaseService/GetPurchase",
+    "/shop.v1.PurchaseService/ListPurchases",
+    "/shop.v1.SellerService/GetSeller",
+    "/shop.v1.SellerService/ListSellers",
 ];
 
 /// The shop API over `server`'s catalog, within the limits of one Flight SQL query, behind its
@@ -74,4 +86,39 @@ pub async fn start(
     let server = Server::open(lake.clone(), config).await?;
     let api = extensions(&lake, &server, backends);
     server.serve(api).await
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    /// Every method of the services is classified as a read or a write, once.
+    #[test]
+    fn every_method_is_classified() {
+        let set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET).unwrap();
+        let mut methods: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|file| {
+                file.service.iter().flat_map(move |service| {
+                    service.method.iter().map(move |method| {
+                        format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                    })
+                })
+            })
+            .collect();
+        methods.sort();
+        let mut classified: Vec<String> = WRITE_METHODS
+            .iter()
+            .chain(READ_METHODS.iter())
+            .map(|m| m.to_string())
+            .collect();
+        classified.sort();
+        assert_eq!(methods, classified);
+        for name in crate::SERVICE_NAMES {
+            assert!(methods.iter().any(|m| m.starts_with(&format!("/{name}/"))));
+        }
+    }
 }

@@ -26,7 +26,7 @@ mod purchases;
 pub mod rest;
 mod sellers;
 
-pub use extension::{Backends, WRITE_METHODS, extensions, start};
+pub use extension::{Backends, READ_METHODS, WRITE_METHODS, extensions, start};
 pub use products::ProductApi;
 pub use purchases::{KafkaPublisher, PurchaseApi, PurchaseConfig};
 pub use sellers::SellerApi;

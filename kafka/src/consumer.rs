@@ -90,7 +90,8 @@ pub trait Sink {
     /// Makes durable what is due (everything when `all`, at shutdown).
     fn flush(&mut self, all: bool, stop: &AtomicBool) -> Result<Flushed, Self::Error>;
 
-    /// The next offset to read of each partition held, for the lag.
+    /// The next offset to read of each partition held: for the lag, and committed at shutdown,
+    /// so after `flush(true, …)` returned every message below them must be durable.
     fn positions(&self) -> Vec<(i32, i64)>;
 
     /// Logs the sink's counters with the lag (`None`: unknown), every metrics interval.
@@ -133,6 +134,14 @@ impl GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    /// An asynchronous commit that failed: the destination still holds the position, so this is
+    /// only worth a warning (lag tools see an older offset until the next commit).
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(cause = %e, "offset commit failed; the destination still holds the position");
+        }
+    }
+
     /// Eager rebalancing, with one change to the default: partitions start where the
     /// destination says, not at the group's committed offset (the destination is the truth; the
     /// commit can lag behind it, or be ahead of it for a destination that was restored).
@@ -207,11 +216,19 @@ impl<S: Sink> Loop<'_, S> {
 
     fn flush(&mut self, all: bool) -> Result<(), S::Error> {
         let flushed = self.sink.flush(all, self.stop)?;
-        if flushed.positions.is_empty() {
+        // At shutdown everything the sink holds is durable: the positions of every partition
+        // are committed, and waited for, so that the group's offsets are current when it
+        // leaves (also when the last flush in the loop had already written everything).
+        let positions = if all {
+            self.sink.positions()
+        } else {
+            flushed.positions
+        };
+        if positions.is_empty() {
             return Ok(());
         }
         let mut offsets = TopicPartitionList::new();
-        for (p, next) in flushed.positions {
+        for (p, next) in positions {
             offsets
                 .add_partition_offset(&self.config.topic, p, Offset::Offset(next))
                 .map_err(Error::kafka(
@@ -220,7 +237,8 @@ impl<S: Sink> Loop<'_, S> {
                 ))?;
         }
         // The destination holds the truth; the commit only reports progress (lag tools read it)
-        // and saves re-reading after a restart. The last one waits, so it is not lost in close.
+        // and saves re-reading after a restart. The last one waits, so it is not lost in close;
+        // the others report failures through `commit_callback`.
         let mode = if all {
             CommitMode::Sync
         } else {

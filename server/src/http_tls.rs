@@ -1,4 +1,4 @@
-//! TLS for the REST/JSON port, with ALPN for both HTTP/2 and HTTP/1.1.
+//! TLS for the HTTP port (the shop API's REST/JSON), with ALPN for both HTTP/2 and HTTP/1.1.
 //!
 //! tonic's own server TLS offers only `h2`, and rustls then refuses every client that offers
 //! only `http/1.1` (Python's requests/urllib3, `curl --http1.1`, most REST tools). So the REST

@@ -132,7 +132,7 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid TLS configuration of the REST/JSON port: {0}")]
+    #[error("invalid TLS configuration of the HTTP port: {0}")]
     HttpTls(String),
     #[error("cannot build gRPC reflection")]
     Reflection(#[source] tonic_reflection::server::Error),
@@ -167,7 +167,7 @@ impl RunningServer {
         self.addr
     }
 
-    /// The bound address of the REST/JSON gateway, if it runs.
+    /// The bound address of the HTTP port, if it runs.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
     }

@@ -8,7 +8,7 @@ broken copies, to show that they catch what they claim to.
 What the app accepts is read from the repository, never hard-coded here:
 
 * the ``SHOP_*`` variables: ``env = "SHOP_..."`` (clap) and ``env::var("SHOP_...")`` in the
-  Rust sources under cli/, server/, lake/, ingest/ and analytics/;
+  Rust sources of the workspace's crates (the members of the root Cargo.toml but test-support);
 * the subcommands: the clap ``#[derive(Subcommand)]`` enums under cli/src, or, if that
   scan finds nothing, the ``--help`` of a built binary ($SHOP_BIN, else
   ~/.cache/shop-analytics/target/debug/shop-analytics).

@@ -10,7 +10,8 @@
 //! - [`topics`]: the Kafka topic names.
 //! - [`report`]: an error printed with its chain of causes.
 //!
-//! This crate depends on Arrow, chrono, serde and uuid only, so that every crate can use it.
+//! This crate depends on Arrow, chrono, serde, serde_json and uuid only, so that every crate can
+//! use it.
 
 pub mod purchases;
 pub mod report;

@@ -77,11 +77,6 @@ impl Table {
             .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
             .unwrap_or_default()
     }
-
-    /// The table called `schema.name`, if it is declared.
-    pub fn find(schema: &str, name: &str) -> Option<&'static Table> {
-        TABLES.iter().find(|t| t.schema == schema && t.name == name)
-    }
 }
 
 /// A `Timestamp(µs, UTC)` field, the type of every time in the lake.
@@ -294,6 +289,10 @@ pub const TABLES: [Table; 11] = [
 mod tests {
     use super::*;
 
+    fn find(schema: &str, name: &str) -> Option<&'static Table> {
+        TABLES.iter().find(|t| t.schema == schema && t.name == name)
+    }
+
     #[test]
     fn keys_name_declared_columns() {
         for table in TABLES {
@@ -314,7 +313,7 @@ mod tests {
                     fk.column
                 );
                 assert_eq!(fk.references.primary_key.len(), 1);
-                let referenced = Table::find(fk.references.schema, fk.references.name).unwrap();
+                let referenced = find(fk.references.schema, fk.references.name).unwrap();
                 assert!(
                     referenced
                         .column_names()
@@ -332,7 +331,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), TABLES.len());
         assert!(TABLES.iter().all(|t| SCHEMAS.contains(&t.schema)));
-        assert_eq!(Table::find("stage", "purchases").unwrap().name, "purchases");
-        assert!(Table::find("stage", "nope").is_none());
+        assert_eq!(find("stage", "purchases").unwrap().name, "purchases");
+        assert!(find("stage", "nope").is_none());
     }
 }

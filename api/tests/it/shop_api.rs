@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures::StreamExt;
-use shop_api::pb::GetProductRequest;
 use shop_api::pb::product_service_client::ProductServiceClient;
+use shop_api::pb::purchase_service_client::PurchaseServiceClient;
+use shop_api::pb::seller_service_client::SellerServiceClient;
+use shop_api::pb::{
+    CreatePurchaseRequest, CreateSellerRequest, GetProductRequest, UpdateSellerRequest,
+};
 use shop_demo::DemoSpec;
 use shop_server::{AuthConfig, ServerConfig};
 use shop_test_support::demo_lake;
@@ -93,7 +97,7 @@ async fn health_reflection_and_an_authenticated_product_service() {
     );
 
     // ProductService needs the same credentials as Flight SQL.
-    let mut products = ProductServiceClient::new(channel);
+    let mut products = ProductServiceClient::new(channel.clone());
     let err = products
         .get_product(GetProductRequest { product_id: 1 })
         .await
@@ -112,5 +116,37 @@ async fn health_reflection_and_an_authenticated_product_service() {
         .product
         .unwrap();
     assert_eq!(product.product_id, 1);
+
+    // alice has no role entry, so she is a reader: every write of the API is refused to her
+    // over gRPC before it reaches the service (the REST side is tested in test_hardening.py).
+    fn signed<T>(message: T, basic: &str) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Basic {basic}").parse().unwrap());
+        request
+    }
+    let mut purchases = PurchaseServiceClient::new(channel.clone());
+    let mut sellers = SellerServiceClient::new(channel.clone());
+    let denied = [
+        purchases
+            .create_purchase(signed(CreatePurchaseRequest::default(), &basic))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        sellers
+            .create_seller(signed(CreateSellerRequest::default(), &basic))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        sellers
+            .update_seller(signed(UpdateSellerRequest::default(), &basic))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ];
+    for err in denied {
+        assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    }
     server.stop().await.unwrap();
 }
