@@ -63,8 +63,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// computes it and the ClickHouse DDL.
 #[derive(Debug, Clone, Copy)]
 pub struct Aggregate {
-    pub table: &'static str,
-    /// Its declaration: `dt` then the columns that make a row unique within a day.
+    /// Its declaration: its name, and `dt` then the columns that make a row unique within a day.
     pub declared: &'static Table,
     /// A query over the `shop` catalog with a `dt` column, grouped by `dt`.
     pub sql: &'static str,
@@ -75,7 +74,7 @@ pub struct Aggregate {
 /// Aggregates are the same when they name the same table.
 impl PartialEq for Aggregate {
     fn eq(&self, other: &Self) -> bool {
-        self.table == other.table
+        self.table() == other.table()
     }
 }
 
@@ -88,11 +87,15 @@ impl Aggregate {
         clickhouse_ddl: &'static str,
     ) -> Self {
         Self {
-            table: declared.name,
             declared,
             sql,
             clickhouse_ddl,
         }
+    }
+
+    /// Its table in the `analytics` schema and in ClickHouse.
+    pub fn table(&self) -> &'static str {
+        self.declared.name
     }
 
     /// The columns that make a row unique within a day; rows are written in this order.

@@ -38,14 +38,14 @@ impl Selection {
             dimensions: Vec::new(),
         };
         for name in names {
-            if let Some(a) = AGGREGATES.iter().find(|a| a.table == name) {
+            if let Some(a) = AGGREGATES.iter().find(|a| a.table() == name) {
                 selection.aggregates.push(*a);
             } else if let Some(d) = DIMENSIONS.iter().find(|d| d.table == name) {
                 selection.dimensions.push(*d);
             } else {
                 let known: Vec<&str> = AGGREGATES
                     .iter()
-                    .map(|a| a.table)
+                    .map(|a| a.table())
                     .chain(DIMENSIONS.iter().map(|d| d.table))
                     .collect();
                 return Err(Error::Invalid(format!(
@@ -58,7 +58,7 @@ impl Selection {
     }
 
     pub fn aggregate_names(&self) -> Vec<&'static str> {
-        self.aggregates.iter().map(|a| a.table).collect()
+        self.aggregates.iter().map(|a| a.table()).collect()
     }
 
     pub fn dimension_names(&self) -> Vec<&'static str> {
@@ -133,7 +133,7 @@ impl Refresher {
         day: NaiveDate,
     ) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
         let wrap = |source| Error::Query {
-            table: aggregate.table.to_string(),
+            table: aggregate.table().to_string(),
             day,
             cause: source,
         };
@@ -165,7 +165,7 @@ impl Refresher {
             let (schema, batches) = self.compute(ctx, aggregate, day).await?;
             let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
             let path =
-                layout::day_dir(layout::ANALYTICS, aggregate.table, day).join("data.parquet");
+                layout::day_dir(layout::ANALYTICS, aggregate.table(), day).join("data.parquet");
             if rows == 0 {
                 match self.lake.store().delete(&path).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -177,11 +177,11 @@ impl Refresher {
                 write_file(&self.lake, path, schema, &batches).await?;
             }
             let clickhouse_rows = match &self.clickhouse {
-                Some(ch) => Some(ch.replace_day(aggregate.table, day, &batches).await?),
+                Some(ch) => Some(ch.replace_day(aggregate.table(), day, &batches).await?),
                 None => None,
             };
             reports.push(TableReport {
-                table: aggregate.table,
+                table: aggregate.table(),
                 lake_rows: Some(rows),
                 clickhouse_rows,
             });

@@ -326,8 +326,9 @@ impl Server {
                 (Some(tls), Some(_)) => Some(tls.http_acceptor()?),
                 _ => None,
             };
-            let grpc = grpc_router(tls.as_ref(), &engine, &auth, extensions.grpc_parts()).await?;
-            Ok::<_, StartError>((ports, tls, http_acceptor, grpc, extensions.http))
+            let http_routes = extensions.http.take();
+            let grpc = grpc_router(tls.as_ref(), &engine, &auth, extensions).await?;
+            Ok::<_, StartError>((ports, tls, http_acceptor, grpc, http_routes))
         }
         .await;
         let (ports, tls, http_acceptor, grpc, http_routes) = match result {
@@ -405,25 +406,6 @@ impl Server {
     }
 }
 
-/// The gRPC parts of [`Extensions`].
-struct GrpcExtensions {
-    routes: RoutesBuilder,
-    names: Vec<&'static str>,
-    descriptor_sets: Vec<&'static [u8]>,
-    write_methods: Vec<&'static str>,
-}
-
-impl Extensions {
-    fn grpc_parts(&mut self) -> GrpcExtensions {
-        GrpcExtensions {
-            routes: std::mem::take(&mut self.grpc),
-            names: std::mem::take(&mut self.grpc_names),
-            descriptor_sets: std::mem::take(&mut self.descriptor_sets),
-            write_methods: std::mem::take(&mut self.write_methods),
-        }
-    }
-}
-
 /// The bound ports.
 pub struct Ports {
     pub grpc: TcpListener,
@@ -495,7 +477,7 @@ async fn grpc_router(
     tls: Option<&Tls>,
     engine: &Arc<Engine>,
     auth: &Arc<Authenticator>,
-    extensions: GrpcExtensions,
+    extensions: Extensions,
 ) -> Result<
     tonic::transport::server::Router<
         tower::layer::util::Stack<EdgeLayer, tower::layer::util::Identity>,
@@ -520,7 +502,7 @@ async fn grpc_router(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in std::iter::once(FLIGHT_SERVICE).chain(extensions.names.iter().copied()) {
+    for service in std::iter::once(FLIGHT_SERVICE).chain(extensions.grpc_names.iter().copied()) {
         health
             .set_service_status(service, tonic_health::ServingStatus::Serving)
             .await;
@@ -542,7 +524,7 @@ async fn grpc_router(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(StartError::Reflection)?;
-    let mut routes = extensions.routes;
+    let mut routes = extensions.grpc;
     routes
         .add_service(flight)
         .add_service(health_service)

@@ -19,10 +19,14 @@ impl TempLake {
 
     /// The configuration that opens this lake (for a second `Lake`, or a process).
     pub fn config(&self) -> LakeConfig {
-        LakeConfig {
-            root: self.dir.path().display().to_string(),
-            ..LakeConfig::default()
-        }
+        local_config(self.dir.path())
+    }
+}
+
+fn local_config(root: &Path) -> LakeConfig {
+    LakeConfig {
+        root: root.display().to_string(),
+        ..LakeConfig::default()
     }
 }
 
@@ -32,11 +36,7 @@ impl TempLake {
 /// When no temporary folder can be made: a broken test machine.
 pub fn temp_lake() -> TempLake {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let lake = Lake::open(&LakeConfig {
-        root: dir.path().display().to_string(),
-        ..LakeConfig::default()
-    })
-    .expect("a local lake opens");
+    let lake = Lake::open(&local_config(dir.path())).expect("a local lake opens");
     TempLake { lake, dir }
 }
 
