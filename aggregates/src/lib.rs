@@ -203,6 +203,11 @@ pub async fn purchase_days(ctx: &SessionContext) -> Result<Vec<NaiveDate>> {
     Ok(days)
 }
 
+/// Days since 1970-01-01, as a `Date32` stores a day.
+pub fn to_days(day: NaiveDate) -> i32 {
+    (day - from_days(0)).num_days() as i32
+}
+
 /// A `Date32` value as a date.
 pub fn from_days(days: i32) -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
-use object_store::ObjectStoreExt;
-use shop_lake::writer::write_file;
+use datafusion::prelude::{col, lit};
+use datafusion::scalar::ScalarValue;
+use shop_lake::delta::{CommitInfo, Mode};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, layout, session};
 
 use crate::clickhouse::ClickHouse;
 use crate::runs::{RunRecord, Trigger};
-use crate::{AGGREGATES, Aggregate, DIMENSIONS, Dimension, Error, Result};
+use crate::{AGGREGATES, Aggregate, DIMENSIONS, Dimension, Error, Result, to_days};
 
 /// Which tables a refresh covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,8 +150,8 @@ impl Refresher {
         Ok((schema, batches))
     }
 
-    /// Refreshes `day` of the selected aggregates: replaces the day's lake file (one atomic PUT;
-    /// a day without data removes it) and the day's ClickHouse partition.
+    /// Refreshes `day` of the selected aggregates: replaces the day's rows in the lake's Delta
+    /// table (one commit; a day without data removes them) and the day's ClickHouse partition.
     pub async fn refresh_day(
         &self,
         ctx: &SessionContext,
@@ -164,18 +165,22 @@ impl Refresher {
         for aggregate in &selection.aggregates {
             let (schema, batches) = self.compute(ctx, aggregate, day).await?;
             let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-            let path =
-                layout::day_dir(layout::ANALYTICS, aggregate.table(), day).join("data.parquet");
-            if rows == 0 {
-                match self.lake.store().delete(&path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(shop_lake::Error::store(&path, e).into()),
-                }
+            // One commit replaces the day: the rows of `dt = day` are swapped for the new ones
+            // (none when the day has no data), and a re-run leaves the same rows.
+            let batches = if batches.is_empty() {
+                vec![RecordBatch::new_empty(schema)]
             } else {
-                // Aggregates are small: one object per day, written in one request, replaces the
-                // day atomically.
-                write_file(&self.lake, path, schema, &batches).await?;
-            }
+                batches
+            };
+            self.lake
+                .write_delta(
+                    &layout::table_dir(layout::ANALYTICS, aggregate.table()),
+                    &["dt"],
+                    batches.clone(),
+                    Mode::Replace(col("dt").eq(lit(ScalarValue::Date32(Some(to_days(day)))))),
+                    CommitInfo::default(),
+                )
+                .await?;
             let clickhouse_rows = match &self.clickhouse {
                 Some(ch) => Some(ch.replace_day(aggregate.table(), day, &batches).await?),
                 None => None,

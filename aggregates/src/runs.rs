@@ -1,7 +1,9 @@
 //! Run history: one record per refresh run, served as `system.refresh_runs`.
 //!
-//! A run is written as `system/refresh_runs/<started>-<run_id>.parquet` when it starts (status
-//! `running`) and overwritten when it ends (`succeeded` or `failed`, with rows and the error).
+//! `system.refresh_runs` is a Delta table. A run's row is committed when it starts (status
+//! `running`) and replaced when it ends (`succeeded` or `failed`, with rows and the error): each
+//! is one commit that swaps the rows of that `run_id`, so a reader sees the row before or after,
+//! never a file half rewritten, and runs of other processes commit beside it.
 //! A run whose process died stays `running` until the next scheduler start marks it
 //! `interrupted`.
 
@@ -15,12 +17,12 @@ use arrow::array::{
 use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::prelude::SessionContext;
-use object_store::path::Path;
-use shop_lake::Lake;
-use shop_lake::writer::write_file;
+use datafusion::prelude::{col, lit};
+use shop_lake::delta::{CommitInfo, Mode};
+use shop_lake::{Lake, layout};
 use shop_types::tables::REFRESH_RUNS;
 
-use crate::{Error, Result, from_days};
+use crate::{Error, Result, from_days, to_days};
 
 /// The schema the run history is served in.
 pub const SCHEMA: &str = REFRESH_RUNS.schema;
@@ -103,10 +105,6 @@ pub fn schema() -> SchemaRef {
     REFRESH_RUNS.schema_ref()
 }
 
-fn to_days(day: NaiveDate) -> i32 {
-    (day - from_days(0)).num_days() as i32
-}
-
 fn to_i64(n: Option<u64>) -> Option<i64> {
     n.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
 }
@@ -128,19 +126,6 @@ impl RunRecord {
             error: None,
             process: process_id().to_string(),
         }
-    }
-
-    /// Where the record lives.
-    pub fn path(&self) -> Path {
-        Path::from_iter([
-            SCHEMA,
-            TABLE,
-            &format!(
-                "{}-{}.parquet",
-                self.started_at.format("%Y%m%dT%H%M%S%6fZ"),
-                self.run_id
-            ),
-        ])
     }
 
     fn to_batch(&self) -> RecordBatch {
@@ -172,10 +157,16 @@ impl RunRecord {
         .expect("columns match the schema")
     }
 
-    /// Writes (or overwrites) the record.
+    /// Commits the record, replacing the run's earlier row.
     pub async fn write(&self, lake: &Lake) -> Result<()> {
-        let batch = self.to_batch();
-        write_file(lake, self.path(), batch.schema(), &[batch]).await?;
+        lake.write_delta(
+            &layout::table_dir(SCHEMA, TABLE),
+            &[],
+            vec![self.to_batch()],
+            Mode::Replace(col("run_id").eq(lit(self.run_id.as_str()))),
+            CommitInfo::default(),
+        )
+        .await?;
         Ok(())
     }
 
@@ -193,15 +184,6 @@ impl RunRecord {
 
 /// Reads the run records that match `filter` (SQL over the table's columns), oldest first.
 /// An empty history (no table yet) is no records.
-/// Whether `e` is what reading a record file that was just rewritten looks like.
-fn is_rewrite_race(e: &datafusion::error::DataFusionError) -> bool {
-    let text = e.to_string();
-    text.contains("Corrupt footer")
-        || text.contains("Invalid Parquet file")
-        || text.contains("not found")
-        || text.contains("NotFound")
-}
-
 pub async fn read(ctx: &SessionContext, filter: &str) -> Result<Vec<RunRecord>> {
     let wrap = |cause| Error::DataFusion {
         what: "reading system.refresh_runs".into(),
@@ -222,25 +204,11 @@ pub async fn read(ctx: &SessionContext, filter: &str) -> Result<Vec<RunRecord>> 
         .join(", ");
     let sql =
         format!("SELECT {columns} FROM shop.{SCHEMA}.{TABLE} WHERE {filter} ORDER BY started_at");
-    // A record is rewritten in place (started, then finished): a query that listed the file
-    // before the rewrite reads the new file with the old size and finds no footer, or finds
-    // it gone. That is transient, so such a read is tried again.
-    let mut attempt = 0;
-    let batches = loop {
-        let result = match ctx.sql(&sql).await {
-            Ok(frame) => frame.collect().await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(batches) => break batches,
-            Err(e) if attempt < 5 && is_rewrite_race(&e) => {
-                attempt += 1;
-                tracing::debug!(cause = %e, attempt, "a run record changed while it was read");
-                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
-            }
-            Err(e) => return Err(wrap(e)),
-        }
-    };
+    let batches = match ctx.sql(&sql).await {
+        Ok(frame) => frame.collect().await,
+        Err(e) => Err(e),
+    }
+    .map_err(wrap)?;
     let mut records = Vec::new();
     for batch in &batches {
         records.extend(
@@ -333,12 +301,5 @@ mod tests {
             .map(|t| DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap());
         assert_eq!(decoded, vec![expected]);
         assert_eq!(decoded[0].status, Status::Failed);
-        assert!(record.path().as_ref().starts_with("system/refresh_runs/2"));
-        assert!(
-            record
-                .path()
-                .as_ref()
-                .ends_with(&format!("{}.parquet", record.run_id))
-        );
     }
 }

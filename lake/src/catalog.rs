@@ -25,6 +25,8 @@ use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionConfig;
+use deltalake::DeltaTable;
+use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 use object_store::path::Path;
 
 use crate::error::{Error, Result};
@@ -132,8 +134,17 @@ fn inference_state(lake: &Lake) -> SessionState {
 /// What a loaded table was built from; when it changes, the table is rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
-    Snapshot { version: u64, snapshot_id: String },
-    Append { partitions: Vec<String> },
+    Snapshot {
+        version: u64,
+        snapshot_id: String,
+    },
+    Append {
+        partitions: Vec<String>,
+    },
+    /// A Delta table at this version of its log.
+    Delta {
+        version: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -141,6 +152,61 @@ struct LoadedTable {
     provider: Arc<dyn TableProvider>,
     source: Source,
     loaded_at: Instant,
+    /// A Delta table's state, brought up to date from its log before each query.
+    delta: Option<Arc<tokio::sync::Mutex<DeltaTable>>>,
+}
+
+/// How every Delta table is scanned: plain `Utf8`/`Binary` (clients cannot read view types) and
+/// partition values as their own type, not dictionary-encoded.
+fn delta_scan_config() -> DeltaScanConfig {
+    DeltaScanConfig {
+        file_column_name: None,
+        wrap_partition_values: false,
+        enable_parquet_pushdown: true,
+        schema_force_view_types: false,
+        schema: None,
+    }
+}
+
+/// A loaded Delta table: its provider reads the snapshot the table is at.
+fn delta_loaded(dir: &Path, table: DeltaTable) -> Result<Arc<LoadedTable>> {
+    let snapshot = table.snapshot().map_err(|e| Error::delta(dir, e))?;
+    let version = snapshot.version();
+    let scan = DeltaScanNext::new(snapshot.snapshot().clone(), delta_scan_config())?;
+    Ok(Arc::new(LoadedTable {
+        provider: Arc::new(scan),
+        source: Source::Delta { version },
+        loaded_at: Instant::now(),
+        delta: Some(Arc::new(tokio::sync::Mutex::new(table))),
+    }))
+}
+
+/// Brings a loaded Delta table up to its latest commit: reads only the commits after the
+/// version it is at (or the newest checkpoint), and rebuilds the provider when one was found.
+async fn delta_refreshed(dir: &Path, loaded: &LoadedTable) -> Result<Arc<LoadedTable>> {
+    let state = Arc::clone(loaded.delta.as_ref().expect("a Delta table has its state"));
+    let mut table = state.lock().await;
+    table
+        .update_incremental(None)
+        .await
+        .map_err(|e| Error::delta(dir, e))?;
+    let snapshot = table.snapshot().map_err(|e| Error::delta(dir, e))?;
+    let version = snapshot.version();
+    let provider = if loaded.source == (Source::Delta { version }) {
+        Arc::clone(&loaded.provider)
+    } else {
+        Arc::new(DeltaScanNext::new(
+            snapshot.snapshot().clone(),
+            delta_scan_config(),
+        )?)
+    };
+    drop(table);
+    Ok(Arc::new(LoadedTable {
+        provider,
+        source: Source::Delta { version },
+        loaded_at: Instant::now(),
+        delta: Some(state),
+    }))
 }
 
 /// One schema (`stage` or `analytics`): its tables are the table-named folders below it.
@@ -220,6 +286,13 @@ impl LakeSchema {
         name: &str,
         previous: Option<&LoadedTable>,
     ) -> Result<Option<Arc<LoadedTable>>> {
+        let dir = self.table_dir(name);
+        if let Some(previous) = previous.filter(|p| p.delta.is_some()) {
+            return delta_refreshed(&dir, previous).await.map(Some);
+        }
+        if let Some(table) = self.lake.open_delta(&dir).await? {
+            return delta_loaded(&dir, table).map(Some);
+        }
         if let Some(manifest) = manifest::read(&self.lake, &self.name, name).await? {
             let source = Source::Snapshot {
                 version: manifest.version,
@@ -230,6 +303,7 @@ impl LakeSchema {
                     provider: Arc::clone(&previous.provider),
                     source,
                     loaded_at: previous.loaded_at,
+                    delta: None,
                 })));
             }
             if manifest.files.is_empty() {
@@ -244,14 +318,11 @@ impl LakeSchema {
                     provider,
                     source,
                     loaded_at: Instant::now(),
+                    delta: None,
                 })
             }));
         }
 
-        let dir = match name.strip_suffix(layout::DEAD_LETTER_SUFFIX) {
-            Some(table) => layout::dead_letter_dir(&self.name, table),
-            None => layout::table_dir(&self.name, name),
-        };
         let Some(partitions) = self.partition_columns(&dir).await? else {
             return Ok(None);
         };
@@ -265,6 +336,7 @@ impl LakeSchema {
                 provider: Arc::clone(&previous.provider),
                 source,
                 loaded_at: previous.loaded_at,
+                delta: None,
             })));
         }
         let url = data_files_in(&dir)?;
@@ -276,8 +348,18 @@ impl LakeSchema {
                 provider,
                 source,
                 loaded_at: Instant::now(),
+                delta: None,
             })
         }))
+    }
+
+    /// The folder of table `name`: `<schema>/<name>`, or for dead letters (`<table>_rejected`)
+    /// `<schema>/_rejected/<table>`.
+    fn table_dir(&self, name: &str) -> Path {
+        match name.strip_suffix(layout::DEAD_LETTER_SUFFIX) {
+            Some(table) => layout::dead_letter_dir(&self.name, table),
+            None => layout::table_dir(&self.name, name),
+        }
     }
 
     /// The folders of a snapshot, checked to hold exactly the files its manifest names.
@@ -439,7 +521,19 @@ impl SchemaProvider for LakeSchema {
 
     async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
         if let Some(table) = self.cached(name) {
-            return Ok(Some(Arc::clone(&table.provider)));
+            if table.delta.is_none() {
+                return Ok(Some(Arc::clone(&table.provider)));
+            }
+            // A Delta table serves its latest commit to every query.
+            let fresh = delta_refreshed(&self.table_dir(name), &table)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let provider = Arc::clone(&fresh.provider);
+            self.tables
+                .write()
+                .expect("catalog lock poisoned")
+                .insert(name.to_string(), fresh);
+            return Ok(Some(provider));
         }
         if !layout::is_table_name(name) {
             return Ok(None);
@@ -527,5 +621,99 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("part-99999.parquet"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use super::*;
+    use crate::delta::{CommitInfo, Mode};
+    use crate::store::LakeConfig;
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{Field, Schema};
+
+    fn batch(ids: Vec<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(names)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_delta_table_is_served_with_every_commit_visible_to_the_next_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&LakeConfig {
+            root: dir.path().display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let table = layout::table_dir(layout::STAGE, "t");
+        let append = |ids: Vec<i64>| {
+            let lake = lake.clone();
+            let table = table.clone();
+            async move {
+                lake.write_delta(
+                    &table,
+                    &[],
+                    vec![batch(ids)],
+                    Mode::Append,
+                    CommitInfo::default(),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        append(vec![1, 2]).await;
+        // A long refresh interval: only the per-query update can show the next commit.
+        let catalog = LakeCatalog::new(
+            lake.clone(),
+            LakeCatalogOptions {
+                refresh_interval: Duration::from_secs(3600),
+                schema_ttl: Duration::from_secs(3600),
+            },
+        );
+        catalog.refresh().await.unwrap();
+        let ctx = crate::session::context(
+            crate::session::session_config(),
+            crate::session::runtime(&lake),
+            &catalog,
+        );
+        let count = |ctx: datafusion::prelude::SessionContext| async move {
+            let frame = ctx.sql("SELECT id, name FROM shop.stage.t").await.unwrap();
+            let schema = frame.schema().inner().clone();
+            let rows: usize = frame
+                .collect()
+                .await
+                .unwrap()
+                .iter()
+                .map(|b| b.num_rows())
+                .sum();
+            (schema, rows)
+        };
+        let (schema, rows) = count(ctx.clone()).await;
+        assert_eq!(rows, 2);
+        // Clients cannot read view types: text is served as Utf8.
+        assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
+        append(vec![3]).await;
+        assert_eq!(count(ctx.clone()).await.1, 3);
+        lake.write_delta(
+            &table,
+            &[],
+            vec![batch(vec![9])],
+            Mode::Overwrite,
+            CommitInfo::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(count(ctx).await.1, 1);
     }
 }

@@ -36,6 +36,15 @@ pub enum Error {
         cause: parquet::errors::ParquetError,
     },
 
+    #[error("Delta table at {table}: {cause}")]
+    Delta {
+        table: String,
+        cause: Box<deltalake::errors::DeltaTableError>,
+    },
+
+    #[error("Delta table at {table}: {message}")]
+    DeltaState { table: String, message: String },
+
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
 }
@@ -44,6 +53,20 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    pub fn delta(dir: impl std::fmt::Display, source: deltalake::errors::DeltaTableError) -> Self {
+        Self::Delta {
+            table: dir.to_string(),
+            cause: Box::new(source),
+        }
+    }
+
+    pub fn delta_message(dir: impl std::fmt::Display, message: impl Into<String>) -> Self {
+        Self::DeltaState {
+            table: dir.to_string(),
+            message: message.into(),
+        }
+    }
+
     pub fn store(path: impl std::fmt::Display, source: object_store::Error) -> Self {
         Self::Store {
             path: path.to_string(),

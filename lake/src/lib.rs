@@ -13,11 +13,13 @@
 //!   and files as they appear, without a restart.
 
 pub mod catalog;
+pub mod delta;
 pub mod error;
 pub mod layout;
 pub mod manifest;
 pub mod reader;
 pub mod session;
+mod sorted;
 pub mod store;
 pub mod writer;
 

@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::layout::{self, LAKE_URL};
+use crate::sorted::SortedListing;
 
 /// Where the lake is and how to reach it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +92,7 @@ impl Lake {
         })?;
         let store =
             LocalFileSystem::new_with_prefix(&path).map_err(|e| Error::store(path.display(), e))?;
+        let store = SortedListing::new(store);
         Ok(Self {
             store: Arc::new(store),
             location: path.display().to_string(),
@@ -123,10 +125,15 @@ impl Lake {
         }
         let s3_store = builder.build().map_err(|e| Error::store(root, e))?;
         let prefix = prefix.trim_matches('/');
+        // S3 lists keys in order, but S3-compatible servers need not: sorted here, as the Delta
+        // log's readers need it.
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            Arc::new(s3_store)
+            Arc::new(SortedListing::new(s3_store))
         } else {
-            Arc::new(PrefixStore::new(s3_store, Path::from(prefix)))
+            Arc::new(SortedListing::new(PrefixStore::new(
+                s3_store,
+                Path::from(prefix),
+            )))
         };
         Ok(Self {
             store,

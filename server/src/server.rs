@@ -454,6 +454,10 @@ pub struct Tls {
 impl Tls {
     /// Reads the PEM files, with errors that say which file is wrong.
     pub fn load(tls: &TlsConfig) -> Result<Self, StartError> {
+        // rustls picks its crypto from the process default when more than one provider is built
+        // in (ring here; aws-lc-rs comes with the Delta Lake crates' HTTP client): ring it is.
+        // An error only means a default was installed already.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let (cert, key) = read_tls_pems(tls)?;
         Ok(Self { cert, key })
     }

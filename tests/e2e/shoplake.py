@@ -5,15 +5,19 @@ The lake layout (see lake/src/layout.rs):
     <lake>/stage/<table>/_manifest.json              snapshot tables: the manifest lists the live files
     <lake>/stage/<table>/<snapshot-id>/part-N.parquet
     <lake>/stage/purchases/dt=YYYY-MM-DD/*.parquet   append tables: every Parquet file below the folder
+    <lake>/analytics/<table>/_delta_log/             Delta tables: the log names the live files
     <lake>/analytics/<table>/dt=YYYY-MM-DD/*.parquet
 
-Names starting with ``_`` or ``.`` are never data files.
+Names starting with ``_`` or ``.`` are never data files. A Delta table's live files are found
+here by replaying its log by hand (JSON commits, and the last checkpoint when there is one),
+so this reference does not share delta-rs' reading of it.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import unquote
 
 import duckdb
 import pyarrow.parquet as pq
@@ -25,9 +29,35 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(("_", ".")) for part in rel.parts)
 
 
+def delta_files(table_dir: Path) -> list[Path]:
+    """The live data files of the Delta table in ``table_dir``: a replay of its log."""
+    log = table_dir / "_delta_log"
+    live: set[str] = set()
+    start = -1
+    last = log / "_last_checkpoint"
+    if last.is_file():
+        start = json.loads(last.read_text())["version"]
+        for part in sorted(log.glob(f"{start:020d}.checkpoint*.parquet")):
+            adds = pq.read_table(part, columns=["add"]).column("add").to_pylist()
+            live.update(a["path"] for a in adds if a)
+    for commit in sorted(log.glob("*.json")):
+        if int(commit.stem) <= start:
+            continue
+        for line in commit.read_text().splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "add" in action:
+                live.add(action["add"]["path"])
+            elif "remove" in action:
+                live.discard(action["remove"]["path"])
+    return sorted(table_dir / unquote(p) for p in live)
+
+
 def table_files(lake: Path, schema: str, table: str) -> list[Path]:
-    """The live Parquet files of a table: the manifest's list, else every visible Parquet file."""
+    """The live Parquet files of a table: the Delta log's files, the manifest's list, else every
+    visible Parquet file."""
     table_dir = Path(lake) / schema / table
+    if (table_dir / "_delta_log").is_dir():
+        return delta_files(table_dir)
     manifest = table_dir / "_manifest.json"
     if manifest.is_file():
         doc = json.loads(manifest.read_text())

@@ -68,12 +68,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "SHOP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info,shop_server=debug"). PostgreSQL's
-    /// NOTICE messages are logged by sqlx at info: "info,sqlx=warn" (the default) hides them.
+    /// NOTICE messages are logged by sqlx at info, and the Delta Lake crates log every snapshot
+    /// they load at info: the default keeps those at warn.
     #[arg(
         long,
         global = true,
         env = "SHOP_LOG",
-        default_value = "info,sqlx=warn",
+        default_value = "info,sqlx=warn,buoyant_kernel=warn,deltalake_core=warn",
         value_name = "FILTER"
     )]
     pub log_filter: String,

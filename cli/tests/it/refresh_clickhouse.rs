@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    Array, AsArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    Array, AsArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow::datatypes::Int64Type;
 use chrono::NaiveDate;
@@ -195,16 +195,43 @@ async fn fetch_all(ch: &TestClickHouse) -> BTreeMap<&'static str, Vec<AggRow>> {
     all
 }
 
-/// The aggregates of the lake's analytics files, read by hand.
-fn lake_aggregates(root: &Path) -> BTreeMap<&'static str, Vec<AggRow>> {
+/// The live files of the lake's Delta table in `dir` (such as `analytics/daily_sales`), as
+/// local paths, from the table's own log.
+async fn live_files(lake: &Lake, root: &Path, dir: &str) -> Vec<PathBuf> {
+    let table = lake
+        .open_delta(&object_store::path::Path::from(dir))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{dir} is not a Delta table"));
+    let mut files: Vec<PathBuf> = table
+        .get_file_uris()
+        .unwrap()
+        .map(|uri| {
+            let relative = uri
+                .strip_prefix(shop_lake::layout::LAKE_URL)
+                .unwrap_or_else(|| panic!("{uri} is not in the lake"));
+            root.join(relative)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The aggregates of the lake's analytics files, read by hand: the live files that the Delta
+/// log names, with the day from their `dt=` partition folder.
+async fn lake_aggregates(lake: &Lake, root: &Path) -> BTreeMap<&'static str, Vec<AggRow>> {
     let mut all = BTreeMap::new();
     for (table, _, _) in TABLES {
         let mut rows = Vec::new();
-        let dir = root.join("analytics").join(table);
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            for b in read_parquet(&entry.unwrap().path().join("data.parquet")) {
-                let dt = b.column_by_name("dt").unwrap();
-                let dt = dt.as_any().downcast_ref::<Date32Array>().unwrap();
+        for file in live_files(lake, root, &format!("analytics/{table}")).await {
+            let day = file
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("dt="))
+                .unwrap_or_else(|| panic!("{} is not in a dt= folder", file.display()))
+                .to_string();
+            for b in read_parquet(&file) {
                 let i64s = |n: &str| {
                     b.column_by_name(n)
                         .unwrap()
@@ -232,7 +259,7 @@ fn lake_aggregates(root: &Path) -> BTreeMap<&'static str, Vec<AggRow>> {
                         },
                     };
                     rows.push(AggRow {
-                        dt: shop_aggregates::from_days(dt.value(i)).to_string(),
+                        dt: day.clone(),
                         key,
                         currency: currency.value(i).to_string(),
                         orders: orders.value(i),
@@ -271,22 +298,6 @@ fn refresh(lake: &Path, ch: &TestClickHouse, args: &[&str]) {
 }
 
 /// Bytes of every analytics file, by path.
-fn lake_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![root.join("analytics")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(path.clone(), std::fs::read(path).unwrap());
-            }
-        }
-    }
-    files
-}
-
 async fn count(ch: &TestClickHouse, sql: &str) -> u64 {
     ch.client()
         .query(&sql.replace("{db}", ch.database()))
@@ -333,7 +344,11 @@ async fn refresh_equals_an_independent_computation_and_reruns_change_nothing() {
     for (table, rows) in &expected {
         assert_eq!(&first[table], rows, "ClickHouse {table}");
     }
-    assert_eq!(lake_aggregates(&root), expected, "lake aggregates");
+    assert_eq!(
+        lake_aggregates(&lake, &root).await,
+        expected,
+        "lake aggregates"
+    );
     assert_eq!(
         count(&ch, "SELECT count() FROM {db}.customers").await,
         spec.customers as u64
@@ -347,8 +362,8 @@ async fn refresh_equals_an_independent_computation_and_reruns_change_nothing() {
         spec.sellers as u64
     );
 
-    // Re-running every day, and one day alone, changes no row and no byte.
-    let files = lake_files(&root);
+    // Re-running every day, and one day alone, changes no row: each re-run commits the same
+    // rows again in place of the old ones.
     refresh(&root, &ch, &["--all-days"]);
     refresh(
         &root,
@@ -356,7 +371,11 @@ async fn refresh_equals_an_independent_computation_and_reruns_change_nothing() {
         &["--date", "2026-09-27", "--only", "daily_sales,products"],
     );
     assert_eq!(fetch_all(&ch).await, first);
-    assert_eq!(lake_files(&root), files);
+    assert_eq!(
+        lake_aggregates(&lake, &root).await,
+        expected,
+        "lake after re-runs"
+    );
     assert_eq!(
         count(&ch, "SELECT count() FROM {db}.products").await,
         spec.products as u64
