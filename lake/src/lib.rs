@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod delta;
 pub mod error;
 pub mod layout;
+pub mod maintain;
 pub mod manifest;
 pub mod reader;
 pub mod session;

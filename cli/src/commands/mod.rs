@@ -1,6 +1,7 @@
 //! The subcommands.
 
 mod ingest;
+mod maintain;
 mod quickstart;
 mod refresh;
 mod serve;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(IngestCommand::Kafka(args)) => ingest::kafka(args, file).await,
         Command::Ingest(IngestCommand::Products(args)) => ingest::products(args, file).await,
         Command::Refresh(args) => refresh::run(args, file).await,
+        Command::Maintain(args) => maintain::run(args, file).await,
         Command::Stream(StreamCommand::Clickhouse(args)) => {
             refresh::stream_clickhouse(args, file).await
         }

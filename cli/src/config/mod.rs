@@ -37,6 +37,7 @@ use shop_server::{AuthConfig, ConnectionLimits, Limits, ServerConfig, TlsConfig}
 mod clickhouse;
 mod kafka;
 mod lake;
+mod maintain;
 mod postgres;
 mod products;
 mod refresh;
@@ -45,6 +46,7 @@ mod server;
 pub use clickhouse::*;
 pub use kafka::*;
 pub use lake::*;
+pub use maintain::*;
 pub use postgres::*;
 pub use products::*;
 pub use refresh::*;
@@ -107,6 +109,9 @@ pub enum Command {
     /// Compute the daily aggregates of days into the lake and ClickHouse, and copy the
     /// dimensions to ClickHouse; every run is recorded in system.refresh_runs.
     Refresh(RefreshArgs),
+    /// Compact the small files of every Delta table, write a checkpoint of its log, and delete
+    /// the files no version within the retention reads any more.
+    Maintain(MaintainArgs),
     /// Load a Kafka topic continuously into a destination other than the lake.
     #[command(subcommand)]
     Stream(StreamCommand),
