@@ -136,3 +136,38 @@ def test_after_maintain_every_reader_still_agrees(server, lake, workdir, connect
             assert checksums(pl.read_delta(str(path)).to_arrow()) == expected, (schema, table)
     finally:
         srv.stop()
+
+
+def test_serve_maintains_the_tables_on_its_schedule(server, lake, workdir):
+    """`serve` with a maintenance schedule of every minute compacts the run history of a copy
+    of the lake within about a minute, without a restart."""
+    copy = workdir / "lake-scheduled"
+    shutil.copytree(lake, copy)
+    runs = copy / "system" / "refresh_runs"
+    assert len(DeltaTable(str(runs)).file_uris()) > 2
+    expected = checksums(DeltaTable(str(runs)).to_pyarrow_table())
+    srv = start_server(
+        "serve-scheduled",
+        ["serve"],
+        workdir,
+        copy,
+        env={
+            "SHOP_REFRESH_SCHEDULE": "off",
+            "SHOP_MAINTAIN_SCHEDULE": "* * * * *",
+            "SHOP_MAINTAIN_RETENTION_HOURS": "0",
+        },
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if len(DeltaTable(str(runs)).file_uris()) == 1 and _parquet_files(runs) == 1:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(
+                f"not maintained within 90 s: {len(DeltaTable(str(runs)).file_uris())} live, "
+                f"{_parquet_files(runs)} on disk\n{srv.log_tail()}"
+            )
+        assert checksums(DeltaTable(str(runs)).to_pyarrow_table()) == expected
+    finally:
+        srv.stop()

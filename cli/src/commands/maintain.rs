@@ -10,7 +10,7 @@ use crate::config::MaintainArgs;
 
 pub async fn run(args: MaintainArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let lake = super::serve::open_lake(&args.lake, file).await?;
-    let options = args.options();
+    let options = args.options.options();
     let tables = maintain::delta_tables(&lake).await?;
     if tables.is_empty() {
         println!("No Delta tables in {}.", lake.location());
@@ -39,4 +39,49 @@ pub async fn run(args: MaintainArgs, file: Option<&Path>) -> anyhow::Result<()> 
         bail!("maintenance failed for {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Maintains every Delta table of `lake` at each time of `cron`, until aborted; each table's
+/// outcome is logged.
+pub fn spawn_scheduled(
+    lake: shop_lake::Lake,
+    cron: croner::Cron,
+    options: maintain::MaintainOptions,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let now = chrono::Utc::now();
+            let next = match cron.find_next_occurrence(&now, false) {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!(cause = %e, "the maintenance schedule has no next time");
+                    return;
+                }
+            };
+            tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
+            let tables = match maintain::delta_tables(&lake).await {
+                Ok(tables) => tables,
+                Err(e) => {
+                    tracing::warn!(cause = %Report(&e), "cannot list the lake's Delta tables to maintain them");
+                    continue;
+                }
+            };
+            for dir in tables {
+                match maintain::maintain_table(&lake, &dir, &options).await {
+                    Ok(r) => tracing::info!(
+                        table = %r.table,
+                        files_before = r.files_before,
+                        files_after = r.files_after,
+                        compacted = r.compacted,
+                        vacuumed = r.vacuumed,
+                        version = r.version,
+                        "maintained"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(table = %dir, cause = %Report(&e), "maintenance failed; tried again at the next time")
+                    }
+                }
+            }
+        }
+    })
 }

@@ -18,6 +18,7 @@ pub async fn run(args: ServeArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let server = args.server.resolve(file)?;
     let backends = api_backends(&args.api, file).await?;
     let schedule = args.schedule.resolve(file)?;
+    let maintain_cron = args.maintain.cron()?;
     let clickhouse = super::refresh::clickhouse(&args.clickhouse, file).await?;
     let running = start(&lake, server, backends).await?;
     eprintln!(
@@ -38,7 +39,18 @@ pub async fn run(args: ServeArgs, file: Option<&Path>) -> anyhow::Result<()> {
         let scheduler = Scheduler::new(Refresher::new(lake.clone(), clickhouse), config);
         tokio::spawn(scheduler.run())
     });
+    let maintenance = maintain_cron.map(|cron| {
+        eprintln!(
+            "Maintaining the Delta tables on the schedule \"{}\" (UTC).",
+            cron.pattern
+        );
+        super::maintain::spawn_scheduled(lake.clone(), cron, args.maintain.options.options())
+    });
     let result = wait_for_shutdown(running).await;
+    if let Some(maintenance) = maintenance {
+        maintenance.abort();
+        let _ = maintenance.await;
+    }
     // However the server ended: a refresh in progress is abandoned (its day stays as it was and
     // its run is marked interrupted by the next start).
     if let Some(scheduler) = scheduler {

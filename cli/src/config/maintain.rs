@@ -1,4 +1,5 @@
-//! `maintain`: compaction, checkpoints and vacuum of the lake's Delta tables.
+//! `maintain` and the maintenance schedule of `serve`: compaction, checkpoints and vacuum of the
+//! lake's Delta tables.
 
 use super::*;
 
@@ -6,6 +7,13 @@ use super::*;
 pub struct MaintainArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
+    #[command(flatten)]
+    pub options: MaintainOptionsArgs,
+}
+
+/// How tables are maintained, by `maintain` and by the schedule of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct MaintainOptionsArgs {
     /// The file size compaction aims at, in MiB.
     #[arg(
         long,
@@ -20,12 +28,43 @@ pub struct MaintainArgs {
     pub retention_hours: u32,
 }
 
-impl MaintainArgs {
+impl MaintainOptionsArgs {
     pub fn options(&self) -> shop_lake::maintain::MaintainOptions {
         shop_lake::maintain::MaintainOptions {
             target_file_size: std::num::NonZeroU64::new(self.target_file_mb * 1024 * 1024)
                 .expect("the range starts at 1"),
             retention: chrono::Duration::hours(i64::from(self.retention_hours)),
         }
+    }
+}
+
+/// The maintenance schedule of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct MaintainScheduleArgs {
+    /// When `serve` maintains every Delta table (as `shop-analytics maintain` does), as a
+    /// five-field cron expression in UTC, or "off".
+    #[arg(
+        long,
+        env = "SHOP_MAINTAIN_SCHEDULE",
+        default_value = "30 3 * * *",
+        value_name = "CRON"
+    )]
+    pub maintain_schedule: String,
+    #[command(flatten)]
+    pub options: MaintainOptionsArgs,
+}
+
+impl MaintainScheduleArgs {
+    /// The schedule; `None` when switched off.
+    pub fn cron(&self) -> anyhow::Result<Option<croner::Cron>> {
+        let expression = self.maintain_schedule.trim();
+        if expression.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        expression.parse().map(Some).with_context(|| {
+            format!(
+                "invalid maintenance schedule {expression:?} (expected five cron fields, e.g. \"30 3 * * *\", or \"off\")"
+            )
+        })
     }
 }

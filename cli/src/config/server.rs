@@ -250,6 +250,8 @@ pub struct ServeArgs {
     pub clickhouse: ClickHouseArgs,
     #[command(flatten)]
     pub schedule: RefreshScheduleArgs,
+    #[command(flatten)]
+    pub maintain: MaintainScheduleArgs,
 }
 
 /// The backends of the shop API (gRPC and REST): sellers and customers in PostgreSQL, new
