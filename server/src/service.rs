@@ -109,6 +109,11 @@ impl HandleKey {
             )
         };
         let mut handle = Handle::decode(bytes).map_err(|_| refused())?;
+        // A decoder skips unknown fields and keeps the last of a repeated one, so other bytes can
+        // decode to a signed handle: only the exact bytes `seal` wrote are accepted.
+        if handle.encode_to_vec() != bytes {
+            return Err(refused());
+        }
         let mac = std::mem::take(&mut handle.mac);
         hmac::verify(&self.0, &handle.encode_to_vec(), &mac).map_err(|_| refused())?;
         Ok(handle)
@@ -827,6 +832,20 @@ mod tests {
         }
         assert!(key.open(&handle().encode_to_vec()).is_err());
         assert!(key.open(b"\xff\xff\xff").is_err());
+        // Bytes that decode to the same handle are not the handle: an unknown field appended
+        // (field 7, varint 1), or the SQL given twice (the decoder keeps the last).
+        let mut appended = sealed.clone();
+        appended.extend_from_slice(&[0x38, 0x01]);
+        assert!(key.open(&appended).is_err());
+        let mut twice = Handle {
+            sql: "SELECT 2".into(),
+            ..handle()
+        }
+        .encode_to_vec();
+        twice.truncate(10);
+        twice.extend_from_slice(&sealed);
+        assert_eq!(Handle::decode(twice.as_slice()).unwrap().sql, "SELECT 1");
+        assert!(key.open(&twice).is_err());
     }
 
     #[test]
