@@ -8,7 +8,7 @@ measures transfer throughput (rows/s) both ways.
 
 The Flight SQL times include everything a client sees: planning, execution, Arrow IPC over
 gRPC on loopback, and decoding. DuckDB reads the same Parquet files directly in this process
-(the files each snapshot manifest lists, and every visible file of the partitioned tables).
+(the live files of each table: its Delta log's, its manifest's, or every visible file).
 
     shop-analytics quickstart --lake /tmp/shop-lake --scale 1.0 &
     python bench/flightsql_vs_duckdb.py --lake /tmp/shop-lake --server grpc://127.0.0.1:50051
@@ -92,26 +92,14 @@ QUERIES: list[tuple[str, str]] = [
 FULL_FETCH = "SELECT * FROM stage.purchases"
 
 
-# --- the lake's live files (same rules as tests/e2e/shoplake.py) --------------------------------
+# --- the lake's live files (tests/e2e/shoplake.py: manifests, Delta logs, visible files) ---------
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
+from shoplake import _hidden, table_files  # noqa: E402
 
 
 def _hidden(rel: Path) -> bool:
     return any(part.startswith(("_", ".")) for part in rel.parts)
-
-
-def table_files(lake: Path, schema: str, table: str) -> list[Path]:
-    table_dir = lake / schema / table
-    manifest = table_dir / "_manifest.json"
-    if manifest.is_file():
-        doc = json.loads(manifest.read_text())
-        return sorted(
-            table_dir / (e["path"] if isinstance(e, dict) else e) for e in doc["files"]
-        )
-    return sorted(
-        p
-        for p in table_dir.rglob("*.parquet")
-        if p.is_file() and not _hidden(p.relative_to(table_dir))
-    )
 
 
 def _quote(s: str) -> str:

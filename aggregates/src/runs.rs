@@ -157,13 +157,19 @@ impl RunRecord {
         .expect("columns match the schema")
     }
 
-    /// Commits the record, replacing the run's earlier row.
+    /// Commits the record, replacing the run's earlier row. A run that has just started has
+    /// none, and is appended (a replace has to look for the rows it replaces).
     pub async fn write(&self, lake: &Lake) -> Result<()> {
+        let mode = if self.status == Status::Running {
+            Mode::Append
+        } else {
+            Mode::Replace(col("run_id").eq(lit(self.run_id.as_str())))
+        };
         lake.write_delta(
             &layout::table_dir(SCHEMA, TABLE),
             &[],
             vec![self.to_batch()],
-            Mode::Replace(col("run_id").eq(lit(self.run_id.as_str()))),
+            mode,
             CommitInfo::default(),
         )
         .await?;

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Once};
 
 use arrow::array::RecordBatch;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 use deltalake::DeltaTable;
 use deltalake::errors::DeltaTableError;
@@ -74,6 +75,33 @@ pub fn table_url(dir: &Path) -> Result<Url> {
     })
 }
 
+/// Properties of every table the lake creates.
+///
+/// A checkpoint every 10 commits instead of Delta's default 100: each commit's writer brings its
+/// snapshot up to date by replaying the commits since the last checkpoint, so with frequent small
+/// commits (a run record, a day of an aggregate) replaying up to 100 of them cost more than the
+/// write itself.
+const TABLE_PROPERTIES: [(&str, &str); 1] = [("delta.checkpointInterval", "10")];
+
+/// What a lake keeps between Delta writes.
+#[derive(Default)]
+pub(crate) struct WriteCache {
+    /// Tables this process has written, at the version of its last commit, by folder: the next
+    /// write reads only the commits after it instead of the whole log.
+    tables: std::sync::Mutex<HashMap<Path, DeltaTable>>,
+    /// The DataFusion session writes plan in, built once (building one per write cost more
+    /// than the commit itself).
+    session: std::sync::OnceLock<Arc<SessionState>>,
+}
+
+impl std::fmt::Debug for WriteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteCache").finish_non_exhaustive()
+    }
+}
+
+pub(crate) type WrittenTables = Arc<WriteCache>;
+
 /// What a write does to the rows already in the table.
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -97,6 +125,18 @@ pub struct CommitInfo {
 }
 
 impl Lake {
+    fn write_session(&self) -> Arc<dyn datafusion::catalog::Session> {
+        let state = self.written.session.get_or_init(|| {
+            let state = deltalake::delta_datafusion::create_session().state();
+            state.runtime_env().register_object_store(
+                &Url::parse(LAKE_URL).expect("the lake URL parses"),
+                Arc::clone(self.store()),
+            );
+            Arc::new(state)
+        });
+        Arc::clone(state) as Arc<dyn datafusion::catalog::Session>
+    }
+
     /// The Delta table in folder `dir` (such as `stage/products`), not loaded (no I/O yet).
     pub fn delta_table(&self, dir: &Path) -> Result<DeltaTable> {
         register_scheme();
@@ -143,9 +183,25 @@ impl Lake {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let delta = match self.open_delta(dir).await? {
-                Some(delta) => delta,
-                None => self.delta_table(dir)?,
+            let cached = self
+                .written
+                .tables
+                .lock()
+                .expect("table cache lock poisoned")
+                .remove(dir);
+            let delta = match cached {
+                // Brought up to date: reads only the commits after its version.
+                Some(mut delta) => {
+                    delta
+                        .update_incremental(None)
+                        .await
+                        .map_err(|e| Error::delta(dir, e))?;
+                    delta
+                }
+                None => match self.open_delta(dir).await? {
+                    Some(delta) => delta,
+                    None => self.delta_table(dir)?,
+                },
             };
             let created = delta.version().is_none();
             let mut properties = CommitProperties::default()
@@ -165,18 +221,29 @@ impl Lake {
                     Mode::Overwrite | Mode::Replace(_) => SaveMode::Overwrite,
                 })
                 .with_writer_properties(writer_properties())
-                .with_commit_properties(properties);
-            if created && !partitions.is_empty() {
-                write = write.with_partition_columns(partitions.iter().copied());
+                .with_commit_properties(properties)
+                .with_session_state(self.write_session());
+            if created {
+                write =
+                    write.with_configuration(TABLE_PROPERTIES.iter().map(|(k, v)| (*k, Some(*v))));
+                if !partitions.is_empty() {
+                    write = write.with_partition_columns(partitions.iter().copied());
+                }
             }
             if let Mode::Replace(predicate) = &mode {
                 write = write.with_replace_where(predicate.clone());
             }
             match write.await {
                 Ok(written) => {
-                    return written
+                    let version = written
                         .version()
-                        .ok_or_else(|| Error::delta_message(dir, "no version after a commit"));
+                        .ok_or_else(|| Error::delta_message(dir, "no version after a commit"))?;
+                    self.written
+                        .tables
+                        .lock()
+                        .expect("table cache lock poisoned")
+                        .insert(dir.clone(), written);
+                    return Ok(version);
                 }
                 Err(DeltaTableError::Transaction {
                     source: TransactionError::VersionAlreadyExists(0),

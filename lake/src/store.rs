@@ -60,6 +60,9 @@ impl std::fmt::Debug for S3Config {
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     location: String,
+    /// Delta tables this process has written, kept at the version of its last commit, so the
+    /// next write reads only the commits after it instead of the whole log.
+    pub(crate) written: crate::delta::WrittenTables,
 }
 
 impl Lake {
@@ -96,6 +99,7 @@ impl Lake {
         Ok(Self {
             store: Arc::new(store),
             location: path.display().to_string(),
+            written: Default::default(),
         })
     }
 
@@ -138,6 +142,7 @@ impl Lake {
         Ok(Self {
             store,
             location: root.trim_end_matches('/').to_string(),
+            written: Default::default(),
         })
     }
 
