@@ -19,8 +19,9 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 use deltalake::DeltaTable;
 use deltalake::errors::DeltaTableError;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
-use deltalake::kernel::{Transaction, Version};
+use deltalake::kernel::{StructType, Transaction, Version};
 use deltalake::logstore::{
     LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
 };
@@ -82,6 +83,9 @@ pub fn table_url(dir: &Path) -> Result<Url> {
 /// commits (a run record, a day of an aggregate) replaying up to 100 of them cost more than the
 /// write itself.
 const TABLE_PROPERTIES: [(&str, &str); 1] = [("delta.checkpointInterval", "10")];
+
+/// Tries of a write whose commit conflicts with another one.
+const CONFLICT_ATTEMPTS: u64 = 5;
 
 /// What a lake keeps between Delta writes.
 #[derive(Default)]
@@ -150,7 +154,7 @@ impl Lake {
     }
 
     /// The Delta table in folder `dir` at its latest version; `None` when there is no table
-    /// there yet.
+    /// there yet (no `_delta_log/`). A log that cannot be read is an error, not "no table".
     pub async fn open_delta(&self, dir: &Path) -> Result<Option<DeltaTable>> {
         // Looked for first: delta-rs logs a missing log as an error.
         let log = dir.clone().join(LOG_DIR);
@@ -161,15 +165,18 @@ impl Lake {
             Some(Ok(_)) => {}
         }
         let mut delta = self.delta_table(dir)?;
-        match delta.load().await {
-            Ok(()) => Ok(Some(delta)),
-            Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(e) => Err(Error::delta(dir, e)),
-        }
+        delta.load().await.map_err(|e| Error::delta(dir, e))?;
+        Ok(Some(delta))
     }
 
     /// Commits `batches` to the table in folder `dir` (created, partitioned by `partitions`, if
     /// it does not exist yet) as one Delta commit and returns the version written.
+    ///
+    /// A commit that conflicts with one committed meanwhile (two refreshes of the same day, a
+    /// compaction of the day being replaced) is planned again on the new version and retried:
+    /// appends and replaces give the same rows however often they are retried. A commit that
+    /// carries application transactions is not retried: a conflict there means another writer
+    /// owns them.
     pub async fn write_delta(
         &self,
         dir: &Path,
@@ -178,33 +185,14 @@ impl Lake {
         mode: Mode,
         commit: CommitInfo,
     ) -> Result<Version> {
-        // Two writers that both find no table race to create it: the loser's version 0 exists
-        // when it commits, so it loads the winner's table and writes on top of it.
+        let schema = batches.first().map(|b| b.schema()).ok_or_else(|| {
+            Error::delta_message(dir, "a write needs at least one batch (it may be empty)")
+        })?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let cached = self
-                .written
-                .tables
-                .lock()
-                .expect("table cache lock poisoned")
-                .remove(dir);
-            let delta = match cached {
-                // Brought up to date: reads only the commits after its version.
-                Some(mut delta) => {
-                    delta
-                        .update_incremental(None)
-                        .await
-                        .map_err(|e| Error::delta(dir, e))?;
-                    delta
-                }
-                None => match self.open_delta(dir).await? {
-                    Some(delta) => delta,
-                    None => self.delta_table(dir)?,
-                },
-            };
-            let created = delta.version().is_none();
-            let mut properties = CommitProperties::default()
+            let delta = self.table_for_write(dir, &schema, partitions).await?;
+            let properties = CommitProperties::default()
                 .with_metadata(commit.metadata.clone())
                 .with_application_transactions(
                     commit
@@ -213,7 +201,6 @@ impl Lake {
                         .map(|(id, version)| Transaction::new(id, *version))
                         .collect(),
                 );
-            properties = properties.with_max_retries(32);
             let mut write = delta
                 .write(batches.clone())
                 .with_save_mode(match mode {
@@ -223,13 +210,6 @@ impl Lake {
                 .with_writer_properties(writer_properties())
                 .with_commit_properties(properties)
                 .with_session_state(self.write_session());
-            if created {
-                write =
-                    write.with_configuration(TABLE_PROPERTIES.iter().map(|(k, v)| (*k, Some(*v))));
-                if !partitions.is_empty() {
-                    write = write.with_partition_columns(partitions.iter().copied());
-                }
-            }
             if let Mode::Replace(predicate) = &mode {
                 write = write.with_replace_where(predicate.clone());
             }
@@ -246,11 +226,89 @@ impl Lake {
                     return Ok(version);
                 }
                 Err(DeltaTableError::Transaction {
-                    source: TransactionError::VersionAlreadyExists(0),
-                }) if created && attempt < 3 => continue,
+                    source: TransactionError::CommitConflict(conflict),
+                }) if commit.transactions.is_empty() && attempt < CONFLICT_ATTEMPTS => {
+                    tracing::debug!(table = %dir, attempt, %conflict, "commit conflict; planning the write again");
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                }
                 Err(e) => return Err(Error::delta(dir, e)),
             }
         }
+    }
+
+    /// The table to write to, up to date: kept from this process's last write and brought up
+    /// to date, or loaded, or created (with its schema, partitions and properties, in a commit of
+    /// its own before any data file is written).
+    async fn table_for_write(
+        &self,
+        dir: &Path,
+        schema: &arrow::datatypes::SchemaRef,
+        partitions: &[&str],
+    ) -> Result<DeltaTable> {
+        let cached = self
+            .written
+            .tables
+            .lock()
+            .expect("table cache lock poisoned")
+            .remove(dir);
+        if let Some(mut delta) = cached {
+            // Reads only the commits after its version.
+            delta
+                .update_incremental(None)
+                .await
+                .map_err(|e| Error::delta(dir, e))?;
+            return Ok(delta);
+        }
+        if let Some(delta) = self.open_delta(dir).await? {
+            return Ok(delta);
+        }
+        self.refuse_old_layout(dir).await?;
+        let columns: StructType = schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| Error::delta(dir, e.into()))?;
+        // No retries: when another writer created the table first, its table is the one.
+        let created = self
+            .delta_table(dir)?
+            .create()
+            .with_columns(columns.fields().cloned())
+            .with_partition_columns(partitions.iter().copied())
+            .with_configuration(TABLE_PROPERTIES.iter().map(|(k, v)| (*k, Some(*v))))
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
+            .await;
+        match created {
+            Ok(delta) => Ok(delta),
+            Err(e) => match self.open_delta(dir).await? {
+                Some(delta) => Ok(delta),
+                None => Err(Error::delta(dir, e)),
+            },
+        }
+    }
+
+    /// Refuses to start a Delta table in a folder that holds data files already: those are
+    /// an older lake's, and the new table would hide them (and a vacuum delete them).
+    async fn refuse_old_layout(&self, dir: &Path) -> Result<()> {
+        let mut listing = self.store().list(Some(dir));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| Error::store(dir, e))?;
+            let is_data = meta
+                .location
+                .filename()
+                .is_some_and(crate::layout::is_data_file);
+            let hidden = meta
+                .location
+                .prefix_match(dir)
+                .into_iter()
+                .flatten()
+                .any(|part| crate::layout::is_hidden(part.as_ref()));
+            if is_data && !hidden {
+                return Err(Error::OldLayout {
+                    table: dir.to_string(),
+                    file: meta.location.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -316,7 +374,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_table_is_none_and_the_first_write_creates_it() {
+    async fn a_missing_table_is_none_and_the_first_write_creates_it_in_a_commit_of_its_own() {
         let (_dir, lake) = lake();
         let dir = Path::from("analytics/t");
         assert!(lake.open_delta(&dir).await.unwrap().is_none());
@@ -330,7 +388,8 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(version, 0);
+        // Version 0 creates the table (schema, partitions, properties), version 1 adds the rows.
+        assert_eq!(version, 1);
         assert_eq!(rows(&lake, &dir).await, vec![(1, 10), (2, 20)]);
         let table = lake.open_delta(&dir).await.unwrap().unwrap();
         assert_eq!(
@@ -422,5 +481,90 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(rows(&lake, &dir).await, vec![(3, 3)]);
+    }
+}
+
+#[cfg(test)]
+mod writers {
+    use super::*;
+    use crate::store::LakeConfig;
+    use arrow::array::{Date32Array, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::prelude::{col, lit};
+    use datafusion::scalar::ScalarValue;
+
+    fn open(root: &std::path::Path) -> Lake {
+        Lake::open(&LakeConfig {
+            root: root.display().to_string(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn day_batch(day: i32, n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("dt", DataType::Date32, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Date32Array::from(vec![day])),
+                Arc::new(Int64Array::from(vec![n])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_writers_and_replaces_of_one_day_leave_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two processes: each lake has its own cache of open tables.
+        let (a, b) = (open(dir.path()), open(dir.path()));
+        let table = Path::from("analytics/t");
+        let replace = |lake: Lake, n: i64| {
+            let table = table.clone();
+            async move {
+                lake.write_delta(
+                    &table,
+                    &["dt"],
+                    vec![day_batch(7, n)],
+                    Mode::Replace(col("dt").eq(lit(ScalarValue::Date32(Some(7))))),
+                    CommitInfo::default(),
+                )
+                .await
+            }
+        };
+        for round in 0..5 {
+            let (ra, rb) = tokio::join!(replace(a.clone(), round), replace(b.clone(), 100 + round));
+            ra.unwrap();
+            rb.unwrap();
+            let delta = a.open_delta(&table).await.unwrap().unwrap();
+            assert_eq!(delta.get_file_uris().unwrap().count(), 1, "round {round}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_folder_of_the_old_layout_is_not_turned_into_a_delta_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = open(dir.path());
+        let table = Path::from("analytics/t");
+        let old = table.clone().join("dt=1970-01-08").join("data.parquet");
+        crate::writer::write_file(&lake, old, day_batch(7, 1).schema(), &[day_batch(7, 1)])
+            .await
+            .unwrap();
+        let err = lake
+            .write_delta(
+                &table,
+                &["dt"],
+                vec![day_batch(7, 2)],
+                Mode::Append,
+                CommitInfo::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::OldLayout { .. }), "{err}");
+        assert!(err.to_string().contains("lake convert"), "{err}");
+        assert!(lake.open_delta(&table).await.unwrap().is_none());
     }
 }

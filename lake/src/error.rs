@@ -42,6 +42,13 @@ pub enum Error {
         cause: Box<deltalake::errors::DeltaTableError>,
     },
 
+    #[error(
+        "{table} holds {file} from an older lake layout, so it cannot become a Delta table: \
+         convert the lake first (`shop-analytics lake convert`, not built yet) or move the old \
+         files away"
+    )]
+    OldLayout { table: String, file: String },
+
     #[error("Delta table at {table}: {message}")]
     DeltaState { table: String, message: String },
 

@@ -52,7 +52,8 @@ pub struct TableReport {
     pub written: u64,
     /// Files deleted by vacuum.
     pub vacuumed: usize,
-    /// The table's version after maintenance (its checkpoint's version).
+    /// The table's version after maintenance (the checkpoint is of the compacted version;
+    /// a vacuum that deletes files commits after it).
     pub version: u64,
 }
 

@@ -10,7 +10,7 @@ use crate::config::MaintainArgs;
 
 pub async fn run(args: MaintainArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let lake = super::serve::open_lake(&args.lake, file).await?;
-    let options = args.options.options();
+    let options = args.options.options(args.no_concurrent_writers)?;
     let tables = maintain::delta_tables(&lake).await?;
     if tables.is_empty() {
         println!("No Delta tables in {}.", lake.location());

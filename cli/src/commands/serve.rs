@@ -19,6 +19,7 @@ pub async fn run(args: ServeArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let backends = api_backends(&args.api, file).await?;
     let schedule = args.schedule.resolve(file)?;
     let maintain_cron = args.maintain.cron()?;
+    let maintain_options = args.maintain.options.options(false)?;
     let clickhouse = super::refresh::clickhouse(&args.clickhouse, file).await?;
     let running = start(&lake, server, backends).await?;
     eprintln!(
@@ -44,7 +45,7 @@ pub async fn run(args: ServeArgs, file: Option<&Path>) -> anyhow::Result<()> {
             "Maintaining the Delta tables on the schedule \"{}\" (UTC).",
             cron.pattern
         );
-        super::maintain::spawn_scheduled(lake.clone(), cron, args.maintain.options.options())
+        super::maintain::spawn_scheduled(lake.clone(), cron, maintain_options)
     });
     let result = wait_for_shutdown(running).await;
     if let Some(maintenance) = maintenance {

@@ -9,6 +9,11 @@ pub struct MaintainArgs {
     pub lake: LakeArgs,
     #[command(flatten)]
     pub options: MaintainOptionsArgs,
+    /// Allow a retention under one hour: only when no writer (ingest, refresh, serve) uses the
+    /// lake, since vacuum would delete the files a running writer has uploaded but not yet
+    /// committed.
+    #[arg(long)]
+    pub no_concurrent_writers: bool,
 }
 
 /// How tables are maintained, by `maintain` and by the schedule of `serve`.
@@ -29,12 +34,23 @@ pub struct MaintainOptionsArgs {
 }
 
 impl MaintainOptionsArgs {
-    pub fn options(&self) -> shop_lake::maintain::MaintainOptions {
-        shop_lake::maintain::MaintainOptions {
+    /// The options; a retention under one hour only when `no_concurrent_writers`.
+    pub fn options(
+        &self,
+        no_concurrent_writers: bool,
+    ) -> anyhow::Result<shop_lake::maintain::MaintainOptions> {
+        if self.retention_hours < 1 && !no_concurrent_writers {
+            bail!(
+                "a retention under one hour lets vacuum delete files that a running writer has \
+                 uploaded but not committed yet; use at least 1 hour, or `maintain \
+                 --no-concurrent-writers` when nothing else writes to the lake"
+            );
+        }
+        Ok(shop_lake::maintain::MaintainOptions {
             target_file_size: std::num::NonZeroU64::new(self.target_file_mb * 1024 * 1024)
                 .expect("the range starts at 1"),
             retention: chrono::Duration::hours(i64::from(self.retention_hours)),
-        }
+        })
     }
 }
 
