@@ -104,8 +104,6 @@ impl std::fmt::Debug for WriteCache {
     }
 }
 
-pub(crate) type WrittenTables = Arc<WriteCache>;
-
 /// What a write does to the rows already in the table.
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -130,7 +128,7 @@ pub struct CommitInfo {
 
 impl Lake {
     fn write_session(&self) -> Arc<dyn datafusion::catalog::Session> {
-        let state = self.written.session.get_or_init(|| {
+        let state = self.delta_cache.session.get_or_init(|| {
             let state = deltalake::delta_datafusion::create_session().state();
             state.runtime_env().register_object_store(
                 &Url::parse(LAKE_URL).expect("the lake URL parses"),
@@ -173,10 +171,9 @@ impl Lake {
     /// it does not exist yet) as one Delta commit and returns the version written.
     ///
     /// A commit that conflicts with one committed meanwhile (two refreshes of the same day, a
-    /// compaction of the day being replaced) is planned again on the new version and retried:
-    /// appends and replaces give the same rows however often they are retried. A commit that
-    /// carries application transactions is not retried: a conflict there means another writer
-    /// owns them.
+    /// compaction of the day being replaced) changed nothing, so the write is planned again on
+    /// the new version and retried, and its rows land once. A commit that carries application
+    /// transactions is not retried: a conflict there means another writer owns them.
     pub async fn write_delta(
         &self,
         dir: &Path,
@@ -218,7 +215,7 @@ impl Lake {
                     let version = written
                         .version()
                         .ok_or_else(|| Error::delta_message(dir, "no version after a commit"))?;
-                    self.written
+                    self.delta_cache
                         .tables
                         .lock()
                         .expect("table cache lock poisoned")
@@ -246,7 +243,7 @@ impl Lake {
         partitions: &[&str],
     ) -> Result<DeltaTable> {
         let cached = self
-            .written
+            .delta_cache
             .tables
             .lock()
             .expect("table cache lock poisoned")
@@ -321,13 +318,17 @@ mod tests {
     use datafusion::prelude::{col, lit};
     use datafusion::scalar::ScalarValue;
 
-    fn lake() -> (tempfile::TempDir, Lake) {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(&LakeConfig {
-            root: dir.path().display().to_string(),
+    fn lake_at(root: &std::path::Path) -> Lake {
+        Lake::open(&LakeConfig {
+            root: root.display().to_string(),
             ..Default::default()
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    fn lake() -> (tempfile::TempDir, Lake) {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake_at(dir.path());
         (dir, lake)
     }
 
@@ -482,45 +483,12 @@ mod tests {
         .unwrap();
         assert_eq!(rows(&lake, &dir).await, vec![(3, 3)]);
     }
-}
-
-#[cfg(test)]
-mod writers {
-    use super::*;
-    use crate::store::LakeConfig;
-    use arrow::array::{Date32Array, Int64Array};
-    use arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::prelude::{col, lit};
-    use datafusion::scalar::ScalarValue;
-
-    fn open(root: &std::path::Path) -> Lake {
-        Lake::open(&LakeConfig {
-            root: root.display().to_string(),
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    fn day_batch(day: i32, n: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("dt", DataType::Date32, false),
-            Field::new("n", DataType::Int64, false),
-        ]));
-        RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(Date32Array::from(vec![day])),
-                Arc::new(Int64Array::from(vec![n])),
-            ],
-        )
-        .unwrap()
-    }
 
     #[tokio::test]
     async fn concurrent_first_writers_and_replaces_of_one_day_leave_it_once() {
         let dir = tempfile::tempdir().unwrap();
         // Two processes: each lake has its own cache of open tables.
-        let (a, b) = (open(dir.path()), open(dir.path()));
+        let (a, b) = (lake_at(dir.path()), lake_at(dir.path()));
         let table = Path::from("analytics/t");
         let replace = |lake: Lake, n: i64| {
             let table = table.clone();
@@ -528,7 +496,7 @@ mod writers {
                 lake.write_delta(
                     &table,
                     &["dt"],
-                    vec![day_batch(7, n)],
+                    vec![batch(&[7], &[n])],
                     Mode::Replace(col("dt").eq(lit(ScalarValue::Date32(Some(7))))),
                     CommitInfo::default(),
                 )
@@ -547,17 +515,17 @@ mod writers {
     #[tokio::test]
     async fn a_folder_of_the_old_layout_is_not_turned_into_a_delta_table() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = open(dir.path());
+        let lake = lake_at(dir.path());
         let table = Path::from("analytics/t");
         let old = table.clone().join("dt=1970-01-08").join("data.parquet");
-        crate::writer::write_file(&lake, old, day_batch(7, 1).schema(), &[day_batch(7, 1)])
+        crate::writer::write_file(&lake, old, batch(&[7], &[1]).schema(), &[batch(&[7], &[1])])
             .await
             .unwrap();
         let err = lake
             .write_delta(
                 &table,
                 &["dt"],
-                vec![day_batch(7, 2)],
+                vec![batch(&[7], &[2])],
                 Mode::Append,
                 CommitInfo::default(),
             )

@@ -60,9 +60,8 @@ impl std::fmt::Debug for S3Config {
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     location: String,
-    /// Delta tables this process has written, kept at the version of its last commit, so the
-    /// next write reads only the commits after it instead of the whole log.
-    pub(crate) written: crate::delta::WrittenTables,
+    /// What Delta writes keep between them: the tables written, the write session.
+    pub(crate) delta_cache: Arc<crate::delta::WriteCache>,
 }
 
 impl Lake {
@@ -99,7 +98,7 @@ impl Lake {
         Ok(Self {
             store: Arc::new(store),
             location: path.display().to_string(),
-            written: Default::default(),
+            delta_cache: Default::default(),
         })
     }
 
@@ -142,7 +141,7 @@ impl Lake {
         Ok(Self {
             store,
             location: root.trim_end_matches('/').to_string(),
-            written: Default::default(),
+            delta_cache: Default::default(),
         })
     }
 
