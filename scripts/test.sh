@@ -37,6 +37,14 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check \
   -r tests/e2e/requirements.txt -r tests/compose/requirements.txt
+# DuckDB with its delta extension, an outside reader of the lake, needs a DuckDB of its own.
+DUCKDB_DELTA_VENV="${SHOP_DUCKDB_DELTA_VENV:-$ROOT/.venv-duckdb-delta}"
+if [[ ! -x "$DUCKDB_DELTA_VENV/bin/python" ]]; then
+  python3 -m venv "$DUCKDB_DELTA_VENV"
+fi
+"$DUCKDB_DELTA_VENV/bin/pip" install -q --disable-pip-version-check \
+  -r tests/e2e/requirements-duckdb-delta.txt
+export SHOP_DUCKDB_DELTA_VENV="$DUCKDB_DELTA_VENV"
 
 services_up=0
 cleanup() {

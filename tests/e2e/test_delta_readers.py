@@ -1,20 +1,20 @@
 """The lake is open: engines that are not ours read its Delta tables and agree with Flight SQL.
 
 Every Delta table of the quickstart lake (found by its ``_delta_log/`` folder) is read with the
-Python ``deltalake`` package (delta-rs' own reader, a different build from ours) and with
-``polars.read_delta``; the row count and a checksum of every column must equal what the server
+Python ``deltalake`` package (delta-rs' own reader, a different build from ours), with
+``polars.read_delta`` and with DuckDB's ``delta_scan`` (DuckDB 1.5.5 and its delta extension, in a
+virtualenv of their own); the row count and a checksum of every column must equal what the server
 returns for ``SELECT *`` of the same table, also after ``shop-analytics maintain`` compacted and
 vacuumed a copy of the lake.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -22,7 +22,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from conftest import shop_bin, start_server
+import delta_checksums
+from conftest import REPO, shop_bin, start_server
 from e2e_util import arrow
 
 
@@ -34,30 +35,36 @@ def _delta_tables(lake: Path) -> list[tuple[str, str, Path]]:
     return found
 
 
-def _value(v):
-    """One cell as text that every reader spells the same way."""
-    if v is None:
-        return "NULL"
-    if isinstance(v, Decimal):
-        return format(v.normalize(), "f")
-    if isinstance(v, float):
-        return repr(round(v, 9))
-    if isinstance(v, bytes):
-        return v.hex()
-    if hasattr(v, "isoformat"):
-        return v.isoformat()
-    return str(v)
-
-
 def checksums(table: pa.Table) -> dict[str, tuple[int, str]]:
-    """Per column: (rows, sha256 of the sorted cell texts): equal for equal multisets of values,
-    whatever the row order or the Arrow type each reader chose."""
-    out = {}
-    for name in table.column_names:
-        cells = sorted(_value(v) for v in table.column(name).to_pylist())
-        digest = hashlib.sha256("\x1f".join(cells).encode()).hexdigest()
-        out[name] = (len(cells), digest)
-    return out
+    return delta_checksums.checksums({n: table.column(n).to_pylist() for n in table.column_names})
+
+
+def duckdb_delta_extension() -> tuple[str, str]:
+    """(python, extension): DuckDB 1.5.5 and its delta extension, in the virtualenv that
+    scripts/test.sh makes (the end-to-end virtualenv pins another DuckDB). The extension is loaded
+    by file path: installing it would need the network."""
+    venv = Path(os.environ.get("SHOP_DUCKDB_DELTA_VENV", REPO / ".venv-duckdb-delta"))
+    python = venv / "bin" / "python"
+    found = sorted(venv.glob("lib/python3*/site-packages/duckdb_extension_delta/extensions/*/delta.duckdb_extension"))
+    if not python.is_file() or not found:
+        pytest.fail(
+            f"no DuckDB with the delta extension in {venv}: scripts/test.sh installs "
+            "tests/e2e/requirements-duckdb-delta.txt there",
+            pytrace=False,
+        )
+    return str(python), str(found[-1])
+
+
+def by_duckdb(table_dir: Path, version: int) -> dict[str, tuple[int, str]]:
+    python, extension = duckdb_delta_extension()
+    out = subprocess.run(
+        [python, str(Path(__file__).parent / "delta_checksums.py"), extension, str(table_dir), str(version)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return {k: tuple(v) for k, v in json.loads(out.stdout).items()}
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +100,8 @@ def test_deltalake_and_polars_agree_with_flight_sql(conn, delta_tables):
 
         by_polars = pl.read_delta(str(path), version=version).to_arrow()
         assert checksums(by_polars) == expected, f"polars differs on {schema}.{table}"
+
+        assert by_duckdb(path, version) == expected, f"DuckDB's delta_scan differs on {schema}.{table}"
 
 
 def _parquet_files(table_dir: Path) -> int:
@@ -154,6 +163,8 @@ def test_after_maintain_every_reader_still_agrees(server, lake, workdir, connect
             assert checksums(served) == expected, f"Flight SQL differs on {schema}.{table}"
             assert checksums(DeltaTable(str(path)).to_pyarrow_table()) == expected, (schema, table)
             assert checksums(pl.read_delta(str(path)).to_arrow()) == expected, (schema, table)
+            version = DeltaTable(str(path)).version()
+            assert by_duckdb(path, version) == expected, (schema, table)
     finally:
         srv.stop()
 
