@@ -170,15 +170,41 @@ fn delta_scan_config() -> DeltaScanConfig {
 
 /// A loaded Delta table: its provider reads the snapshot the table is at.
 fn delta_loaded(dir: &Path, table: DeltaTable) -> Result<Arc<LoadedTable>> {
+    let (version, provider) = delta_scan(dir, &table, None)?;
+    Ok(delta_entry(
+        version,
+        provider,
+        Arc::new(tokio::sync::Mutex::new(table)),
+    ))
+}
+
+/// The version `table` is at and a provider reading it: `previous` when it reads that version
+/// already.
+fn delta_scan(
+    dir: &Path,
+    table: &DeltaTable,
+    previous: Option<&LoadedTable>,
+) -> Result<(u64, Arc<dyn TableProvider>)> {
     let snapshot = table.snapshot().map_err(|e| Error::delta(dir, e))?;
     let version = snapshot.version();
+    if let Some(previous) = previous.filter(|p| p.source == Source::Delta { version }) {
+        return Ok((version, Arc::clone(&previous.provider)));
+    }
     let scan = DeltaScanNext::new(snapshot.snapshot().clone(), delta_scan_config())?;
-    Ok(Arc::new(LoadedTable {
-        provider: Arc::new(scan),
+    Ok((version, Arc::new(scan)))
+}
+
+fn delta_entry(
+    version: u64,
+    provider: Arc<dyn TableProvider>,
+    state: Arc<tokio::sync::Mutex<DeltaTable>>,
+) -> Arc<LoadedTable> {
+    Arc::new(LoadedTable {
+        provider,
         source: Source::Delta { version },
         loaded_at: Instant::now(),
-        delta: Some(Arc::new(tokio::sync::Mutex::new(table))),
-    }))
+        delta: Some(state),
+    })
 }
 
 /// Brings a loaded Delta table up to its latest commit: reads only the commits after the
@@ -190,23 +216,9 @@ async fn delta_refreshed(dir: &Path, loaded: &LoadedTable) -> Result<Arc<LoadedT
         .update_incremental(None)
         .await
         .map_err(|e| Error::delta(dir, e))?;
-    let snapshot = table.snapshot().map_err(|e| Error::delta(dir, e))?;
-    let version = snapshot.version();
-    let provider = if loaded.source == (Source::Delta { version }) {
-        Arc::clone(&loaded.provider)
-    } else {
-        Arc::new(DeltaScanNext::new(
-            snapshot.snapshot().clone(),
-            delta_scan_config(),
-        )?)
-    };
+    let (version, provider) = delta_scan(dir, &table, Some(loaded))?;
     drop(table);
-    Ok(Arc::new(LoadedTable {
-        provider,
-        source: Source::Delta { version },
-        loaded_at: Instant::now(),
-        delta: Some(state),
-    }))
+    Ok(delta_entry(version, provider, state))
 }
 
 /// One schema (`stage` or `analytics`): its tables are the table-named folders below it.

@@ -155,16 +155,23 @@ impl Lake {
     /// there yet (no `_delta_log/`). A log that cannot be read is an error, not "no table".
     pub async fn open_delta(&self, dir: &Path) -> Result<Option<DeltaTable>> {
         // Looked for first: delta-rs logs a missing log as an error.
-        let log = dir.clone().join(LOG_DIR);
-        let first = self.store().list(Some(&log)).next().await;
-        match first {
-            None => return Ok(None),
-            Some(Err(e)) => return Err(Error::store(&log, e)),
-            Some(Ok(_)) => {}
+        if !self.has_delta_log(dir).await? {
+            return Ok(None);
         }
         let mut delta = self.delta_table(dir)?;
         delta.load().await.map_err(|e| Error::delta(dir, e))?;
         Ok(Some(delta))
+    }
+
+    /// True when folder `dir` has a Delta log (one LIST of `_delta_log/`, stopped at the first
+    /// object).
+    pub async fn has_delta_log(&self, dir: &Path) -> Result<bool> {
+        let log = dir.clone().join(LOG_DIR);
+        match self.store().list(Some(&log)).next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(Error::store(&log, e)),
+        }
     }
 
     /// Commits `batches` to the table in folder `dir` (created, partitioned by `partitions`, if

@@ -16,7 +16,6 @@ use deltalake::operations::optimize::OptimizeType;
 use deltalake::operations::vacuum::VacuumMode;
 use object_store::path::Path;
 
-use crate::delta::LOG_DIR;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::store::Lake;
@@ -71,21 +70,29 @@ pub async fn delta_tables(lake: &Lake) -> Result<Vec<Path>> {
                 .await
                 .map_err(|e| Error::store(&parent, e))?;
             for dir in listing.common_prefixes {
-                if !dir.filename().is_some_and(layout::is_table_name) {
-                    continue;
-                }
-                let log = lake
-                    .store()
-                    .list_with_delimiter(Some(&dir.clone().join(LOG_DIR)))
-                    .await
-                    .map_err(|e| Error::store(&dir, e))?;
-                if !log.objects.is_empty() {
+                if dir.filename().is_some_and(layout::is_table_name)
+                    && lake.has_delta_log(&dir).await?
+                {
                     found.push(dir);
                 }
             }
         }
     }
     Ok(found)
+}
+
+/// Maintains every Delta table of the lake in turn: each table's outcome, a failure of one not
+/// stopping the others.
+pub async fn maintain_all(
+    lake: &Lake,
+    options: &MaintainOptions,
+) -> Result<Vec<(Path, Result<TableReport>)>> {
+    let mut outcomes = Vec::new();
+    for dir in delta_tables(lake).await? {
+        let outcome = maintain_table(lake, &dir, options).await;
+        outcomes.push((dir, outcome));
+    }
+    Ok(outcomes)
 }
 
 /// Compacts, checkpoints and vacuums the Delta table in `dir`.

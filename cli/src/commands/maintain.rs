@@ -11,14 +11,14 @@ use crate::config::MaintainArgs;
 pub async fn run(args: MaintainArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let lake = super::serve::open_lake(&args.lake, file).await?;
     let options = args.options.options(args.no_concurrent_writers)?;
-    let tables = maintain::delta_tables(&lake).await?;
-    if tables.is_empty() {
+    let outcomes = maintain::maintain_all(&lake, &options).await?;
+    if outcomes.is_empty() {
         println!("No Delta tables in {}.", lake.location());
         return Ok(());
     }
     let mut failed = Vec::new();
-    for dir in &tables {
-        match maintain::maintain_table(&lake, dir, &options).await {
+    for (dir, outcome) in outcomes {
+        match outcome {
             Ok(r) => println!(
                 "{}: {} → {} files ({} compacted into {}), {} deleted by vacuum, version {}",
                 r.table,
@@ -59,15 +59,15 @@ pub fn spawn_scheduled(
                 }
             };
             tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
-            let tables = match maintain::delta_tables(&lake).await {
-                Ok(tables) => tables,
+            let outcomes = match maintain::maintain_all(&lake, &options).await {
+                Ok(outcomes) => outcomes,
                 Err(e) => {
                     tracing::warn!(cause = %Report(&e), "cannot list the lake's Delta tables to maintain them");
                     continue;
                 }
             };
-            for dir in tables {
-                match maintain::maintain_table(&lake, &dir, &options).await {
+            for (dir, outcome) in outcomes {
+                match outcome {
                     Ok(r) => tracing::info!(
                         table = %r.table,
                         files_before = r.files_before,
