@@ -6,14 +6,12 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
-use datafusion::prelude::{col, lit};
-use datafusion::scalar::ScalarValue;
 use shop_lake::delta::{CommitInfo, Mode};
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, layout, session};
 
 use crate::clickhouse::ClickHouse;
 use crate::runs::{RunRecord, Trigger};
-use crate::{AGGREGATES, Aggregate, DIMENSIONS, Dimension, Error, Result, to_days};
+use crate::{AGGREGATES, Aggregate, DIMENSIONS, Dimension, Error, Result};
 
 /// Which tables a refresh covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +175,7 @@ impl Refresher {
                     &layout::table_dir(layout::ANALYTICS, aggregate.table()),
                     &["dt"],
                     batches.clone(),
-                    Mode::Replace(col("dt").eq(lit(ScalarValue::Date32(Some(to_days(day)))))),
+                    Mode::day("dt", day),
                     CommitInfo::default(),
                 )
                 .await?;

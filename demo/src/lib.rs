@@ -17,8 +17,10 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Zipf};
-use shop_lake::writer::{SnapshotWriter, write_file};
+use shop_lake::delta::{CommitInfo, Mode};
+use shop_lake::snapshot::SnapshotWriter;
 use shop_lake::{Lake, layout};
+use shop_types::purchases::{DAY_COLUMN, with_day};
 
 use shop_types::Table;
 use shop_types::tables::{CUSTOMERS, PRODUCTS, PURCHASES, SELLERS};
@@ -438,8 +440,8 @@ pub fn purchases_of_day(
 
 /// Writes the whole demo shop into the stage layer of `lake`, reporting each finished step.
 ///
-/// Snapshot tables are published through their manifests; each day of purchases is one file with
-/// a fixed name, so an interrupted run can simply be started again.
+/// Snapshot tables are rewritten in one Delta commit each; each day of purchases replaces that
+/// day of `stage.purchases` in one commit, so an interrupted run can simply be started again.
 pub async fn generate(
     lake: &Lake,
     spec: &DemoSpec,
@@ -447,10 +449,19 @@ pub async fn generate(
 ) -> Result<DemoSummary> {
     let mut summary = DemoSummary::default();
     let snapshot = async |table: &Table, batch: RecordBatch| -> Result<u64> {
-        let mut writer =
-            SnapshotWriter::begin(lake, table.schema, table.name, batch.schema()).await?;
-        writer.write(&batch).await?;
-        Ok(writer.commit(BTreeMap::new()).await?.rows())
+        let rows = batch.num_rows() as u64;
+        let writer = SnapshotWriter::begin(
+            lake,
+            table.schema,
+            table.name,
+            batch.schema(),
+            None,
+            BTreeMap::from([("source".to_string(), "demo".to_string())]),
+        )
+        .await?;
+        writer.write(batch).await?;
+        writer.commit().await?;
+        Ok(rows)
     };
     let rows = snapshot(&CUSTOMERS, customers(spec)?).await?;
     summary.rows.insert(CUSTOMERS.name.into(), rows);
@@ -467,11 +478,18 @@ pub async fn generate(
     let mut day = spec.first_day();
     while day <= spec.last_day {
         let batch = purchases_of_day(spec, day, &product_sellers, &prices)?;
-        let path =
-            layout::day_dir(PURCHASES.schema, PURCHASES.name, day).join("demo-00000.parquet");
-        let written = write_file(lake, path, batch.schema(), &[batch]).await?;
-        total += written.rows;
-        progress(PURCHASES.name, written.rows);
+        let rows = batch.num_rows() as u64;
+        // Replacing the day makes a run that was interrupted safe to start again.
+        lake.write_delta(
+            &layout::table_dir(PURCHASES.schema, PURCHASES.name),
+            &[DAY_COLUMN],
+            vec![with_day(&batch, day)],
+            Mode::day(DAY_COLUMN, day),
+            CommitInfo::default(),
+        )
+        .await?;
+        total += rows;
+        progress(PURCHASES.name, rows);
         day += Duration::days(1);
     }
     summary.rows.insert(PURCHASES.name.into(), total);

@@ -18,10 +18,10 @@
 //!
 //! A rejected row is reported with its file, row number, the field and the reason. When more
 //! rows are rejected than `max_rejected` (default 0), or no row is valid, nothing is written and
-//! the error lists the first reasons. Otherwise the rejected rows are written to
-//! `stage/_rejected/products/<load_id>.parquet` (served as `stage.products_rejected`) and then
-//! the valid ones are published as a new snapshot of `stage.products`, so a load is atomic for
-//! readers and nothing is dropped without a record.
+//! the error lists the first reasons. Otherwise the rejected rows are appended to the Delta
+//! table `stage/_rejected/products` (served as `stage.products_rejected`) and then the valid ones
+//! are committed as a new snapshot of `stage.products` (one Delta commit), so a load is atomic
+//! for readers and nothing is dropped without a record.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -36,8 +36,9 @@ use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
-use shop_lake::writer::{SnapshotWriter, write_file};
-use shop_lake::{Lake, layout, manifest};
+use shop_lake::delta::{CommitInfo, Mode};
+use shop_lake::snapshot::{self, SnapshotWriter};
+use shop_lake::{Lake, layout};
 
 use shop_types::purchases::parse_price;
 use shop_types::tables::{PRODUCTS, PRODUCTS_REJECTED};
@@ -123,9 +124,9 @@ pub struct LoadReport {
     pub rows: u64,
     pub loaded: u64,
     pub rejected: Vec<RejectedRow>,
-    /// The manifest version published.
+    /// The Delta version committed.
     pub version: u64,
-    /// The snapshot id, also the `load_id` of the rejected rows.
+    /// The load's id: the `load_id` of its rejected rows and of its commit's properties.
     pub load_id: String,
     /// Columns present in the files but not in `stage.products`.
     pub ignored_columns: Vec<String>,
@@ -562,35 +563,56 @@ pub async fn load(lake: &Lake, files: &[PathBuf], max_rejected: u64) -> Result<L
             first: first_reasons(&rejected),
         });
     }
-    let previous = manifest::read(lake, layout::STAGE, TABLE).await?;
-    let mut writer = SnapshotWriter::begin_after(
-        lake,
-        layout::STAGE,
-        TABLE,
-        PRODUCTS.schema_ref(),
-        previous.as_ref(),
-    )?;
-    let load_id = writer.snapshot_id().to_string();
+    let load_id = new_load_id(now);
     if !rejected.is_empty() {
-        let path = layout::dead_letter_dir(layout::STAGE, TABLE).join(format!("{load_id}.parquet"));
         let batch = rejected_batch(&load_id, &rejected, now)?;
-        write_file(lake, path, batch.schema(), &[batch]).await?;
-    }
-    for chunk in products.chunks(64 * 1024) {
-        writer.write(&products_batch(chunk)?).await?;
+        lake.write_delta(
+            &layout::dead_letter_dir(layout::STAGE, TABLE),
+            &[],
+            vec![batch],
+            Mode::Append,
+            CommitInfo::default(),
+        )
+        .await?;
     }
     let sources: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let properties = BTreeMap::from([
         ("source".to_string(), sources.join(",")),
         ("rejected_rows".to_string(), rejected.len().to_string()),
+        ("load_id".to_string(), load_id.clone()),
     ]);
-    let manifest = writer.commit(properties).await?;
+    let writer = SnapshotWriter::begin(
+        lake,
+        layout::STAGE,
+        TABLE,
+        PRODUCTS.schema_ref(),
+        snapshot::read(lake, layout::STAGE, TABLE).await?.as_ref(),
+        properties,
+    )
+    .await?;
+    for chunk in products.chunks(64 * 1024) {
+        let batch = match products_batch(chunk) {
+            Ok(batch) => batch,
+            Err(e) => {
+                writer.abort().await;
+                return Err(e);
+            }
+        };
+        writer.write(batch).await?;
+    }
+    let version = writer.commit().await?;
     Ok(LoadReport {
         rows,
         loaded: products.len() as u64,
         rejected,
-        version: manifest.version,
+        version,
         load_id,
         ignored_columns,
     })
+}
+
+/// A new, sortable load id: UTC time plus a random suffix.
+fn new_load_id(now: DateTime<Utc>) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("load-{}-{}", now.format("%Y%m%dT%H%M%S%3fZ"), &suffix[..8])
 }

@@ -31,7 +31,6 @@ use object_store::path::Path;
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::manifest;
 use crate::store::Lake;
 
 /// How often the catalog looks for new tables and manifests.
@@ -134,10 +133,6 @@ fn inference_state(lake: &Lake) -> SessionState {
 /// What a loaded table was built from; when it changes, the table is rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
-    Snapshot {
-        version: u64,
-        snapshot_id: String,
-    },
     Append {
         partitions: Vec<String>,
     },
@@ -305,36 +300,6 @@ impl LakeSchema {
         if let Some(table) = self.lake.open_delta(&dir).await? {
             return delta_loaded(&dir, table).map(Some);
         }
-        if let Some(manifest) = manifest::read(&self.lake, &self.name, name).await? {
-            let source = Source::Snapshot {
-                version: manifest.version,
-                snapshot_id: manifest.snapshot_id.clone(),
-            };
-            if let Some(previous) = previous.filter(|p| p.source == source) {
-                return Ok(Some(Arc::new(LoadedTable {
-                    provider: Arc::clone(&previous.provider),
-                    source,
-                    loaded_at: previous.loaded_at,
-                    delta: None,
-                })));
-            }
-            if manifest.files.is_empty() {
-                return Ok(None);
-            }
-            let urls = self.snapshot_folders(name, &manifest).await?;
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(listing_options(&[]));
-            let provider = self.build(config).await?;
-            return Ok(provider.map(|provider| {
-                Arc::new(LoadedTable {
-                    provider,
-                    source,
-                    loaded_at: Instant::now(),
-                    delta: None,
-                })
-            }));
-        }
-
         let Some(partitions) = self.partition_columns(&dir).await? else {
             return Ok(None);
         };
@@ -372,56 +337,6 @@ impl LakeSchema {
             Some(table) => layout::dead_letter_dir(&self.name, table),
             None => layout::table_dir(&self.name, name),
         }
-    }
-
-    /// The folders of a snapshot, checked to hold exactly the files its manifest names.
-    ///
-    /// Object stores list prefixes, not single files (a file URL finds nothing on S3), so a
-    /// snapshot table reads the folders its files are in. Writers put every snapshot in a fresh
-    /// folder, so those folders hold exactly the manifest's files; anything else there is
-    /// refused rather than read.
-    async fn snapshot_folders(
-        &self,
-        name: &str,
-        manifest: &manifest::Manifest,
-    ) -> Result<Vec<ListingTableUrl>> {
-        use std::collections::BTreeSet;
-        let dir = layout::table_dir(&self.name, name);
-        let listed: BTreeSet<String> = manifest
-            .files
-            .iter()
-            .map(|f| format!("{dir}/{}", f.path))
-            .collect();
-        let folders: BTreeSet<Path> = listed
-            .iter()
-            .filter_map(|file| file.rsplit_once('/'))
-            .map(|(folder, _)| Path::from(folder))
-            .collect();
-        let mut found = BTreeSet::new();
-        for folder in &folders {
-            let listing = self
-                .lake
-                .store()
-                .list_with_delimiter(Some(folder))
-                .await
-                .map_err(|e| Error::store(folder, e))?;
-            found.extend(
-                listing
-                    .objects
-                    .into_iter()
-                    .filter(|o| o.location.filename().is_some_and(layout::is_data_file))
-                    .map(|o| o.location.to_string()),
-            );
-        }
-        if found != listed {
-            let missing: Vec<_> = listed.difference(&found).collect();
-            let extra: Vec<_> = found.difference(&listed).collect();
-            return Err(Error::SnapshotMismatch {
-                table: format!("{}.{name}", self.name),
-                detail: format!("missing {missing:?}, not in the manifest {extra:?}"),
-            });
-        }
-        folders.iter().map(data_files_in).collect()
     }
 
     /// Infers the file schema and builds the table. A partition column that the files also
@@ -570,69 +485,6 @@ impl SchemaProvider for LakeSchema {
             .read()
             .expect("catalog lock poisoned")
             .contains_key(name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::LakeConfig;
-    use crate::writer::{SnapshotWriter, write_file};
-    use arrow::array::{Int64Array, RecordBatch};
-    use arrow::datatypes::{Field, Schema};
-
-    fn batch(values: Vec<i64>) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values))]).unwrap()
-    }
-
-    async fn rows(lake: &Lake, table: &str) -> datafusion::error::Result<usize> {
-        let catalog = LakeCatalog::new(lake.clone(), LakeCatalogOptions::default());
-        let ctx = crate::session::context(
-            crate::session::session_config(),
-            crate::session::runtime(lake),
-            &catalog,
-        );
-        let frame = ctx
-            .sql(&format!("SELECT * FROM shop.stage.{table}"))
-            .await?;
-        Ok(frame.collect().await?.iter().map(|b| b.num_rows()).sum())
-    }
-
-    #[tokio::test]
-    async fn snapshot_folders_must_match_the_manifest() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(&LakeConfig {
-            root: dir.path().display().to_string(),
-            ..Default::default()
-        })
-        .unwrap();
-        let data = batch(vec![1, 2, 3]);
-        let mut writer = SnapshotWriter::begin(&lake, layout::STAGE, "t", data.schema())
-            .await
-            .unwrap();
-        writer.write(&data).await.unwrap();
-        let manifest = writer.commit(Default::default()).await.unwrap();
-        let folder = layout::table_dir(layout::STAGE, "t").join(manifest.snapshot_id.as_str());
-
-        // Hidden files next to the data are not data, and not read.
-        let hidden = folder.clone().join(".upload.parquet");
-        write_file(&lake, hidden, data.schema(), std::slice::from_ref(&data))
-            .await
-            .unwrap();
-        assert_eq!(rows(&lake, "t").await.unwrap(), 3);
-
-        // A data file the manifest does not name is refused, not read.
-        let stray = folder.join("part-99999.parquet");
-        write_file(&lake, stray, data.schema(), &[data])
-            .await
-            .unwrap();
-        let err = rows(&lake, "t").await.unwrap_err();
-        assert!(
-            err.to_string().contains("does not match its manifest"),
-            "{err}"
-        );
-        assert!(err.to_string().contains("part-99999.parquet"), "{err}");
     }
 }
 

@@ -115,6 +115,19 @@ pub enum Mode {
     Replace(Expr),
 }
 
+impl Mode {
+    /// Replaces the rows of one day: `<column> = DATE '<day>'`.
+    pub fn day(column: &str, day: chrono::NaiveDate) -> Self {
+        let days = (day - chrono::DateTime::UNIX_EPOCH.date_naive()).num_days();
+        let days = i32::try_from(days).expect("a day of the lake fits Date32");
+        Self::Replace(
+            datafusion::prelude::col(column).eq(datafusion::prelude::lit(
+                datafusion::scalar::ScalarValue::Date32(Some(days)),
+            )),
+        )
+    }
+}
+
 /// What a commit records beside its files.
 #[derive(Debug, Clone, Default)]
 pub struct CommitInfo {
@@ -127,7 +140,7 @@ pub struct CommitInfo {
 }
 
 impl Lake {
-    fn write_session(&self) -> Arc<dyn datafusion::catalog::Session> {
+    pub(crate) fn write_session(&self) -> Arc<dyn datafusion::catalog::Session> {
         let state = self.delta_cache.session.get_or_init(|| {
             let state = deltalake::delta_datafusion::create_session().state();
             state.runtime_env().register_object_store(
@@ -263,6 +276,17 @@ impl Lake {
                 .map_err(|e| Error::delta(dir, e))?;
             return Ok(delta);
         }
+        self.open_or_create(dir, schema, partitions).await
+    }
+
+    /// The table in folder `dir` at its latest version, created (with `schema`, `partitions`
+    /// and the lake's table properties, in a commit of its own) when there is none.
+    pub(crate) async fn open_or_create(
+        &self,
+        dir: &Path,
+        schema: &arrow::datatypes::SchemaRef,
+        partitions: &[&str],
+    ) -> Result<DeltaTable> {
         if let Some(delta) = self.open_delta(dir).await? {
             return Ok(delta);
         }

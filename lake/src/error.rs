@@ -15,18 +15,6 @@ pub enum Error {
     #[error("cannot create lake folder {path}: {cause}")]
     LocalFolder { path: String, cause: std::io::Error },
 
-    #[error("manifest {path} is not valid: {cause}")]
-    Manifest {
-        path: String,
-        cause: serde_json::Error,
-    },
-
-    #[error("manifest {path} was changed by another writer (expected version {expected})")]
-    ManifestConflict { path: String, expected: u64 },
-
-    #[error("snapshot of {table} does not match its manifest: {detail}")]
-    SnapshotMismatch { table: String, detail: String },
-
     #[error("invalid table name {name:?}: table names are lower-case letters, digits and '_'")]
     InvalidTableName { name: String },
 

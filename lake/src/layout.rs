@@ -16,8 +16,6 @@ use object_store::path::Path;
 /// The catalog and its schemas (stage: what the ingestion workers land; analytics: aggregates
 /// computed from the stage; system: shop-analytics' own records), declared in `shop-types`.
 pub use shop_types::tables::{ANALYTICS, CATALOG, SCHEMAS, STAGE, SYSTEM};
-/// File name of a snapshot table's manifest.
-pub const MANIFEST_FILE: &str = "_manifest.json";
 /// The URL DataFusion knows the lake's object store by.
 pub const LAKE_URL: &str = "lake://shop/";
 
@@ -54,11 +52,6 @@ pub fn dead_letter_dir(schema: &str, table: &str) -> Path {
 pub const DEAD_LETTERS: &str = "_rejected";
 /// Suffix of the table name that serves a table's dead letters.
 pub const DEAD_LETTER_SUFFIX: &str = "_rejected";
-
-/// The manifest of a snapshot table.
-pub fn manifest_path(schema: &str, table: &str) -> Path {
-    table_dir(schema, table).join(MANIFEST_FILE)
-}
 
 /// A Hive-style partition folder name `key=value`, split; `None` for anything else.
 pub fn partition_segment(segment: &str) -> Option<(&str, &str)> {

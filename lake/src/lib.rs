@@ -6,7 +6,8 @@
 //!   object store, registered with DataFusion under the fixed URL `lake://shop/`.
 //! - [`layout`]: the naming contract: `stage/<table>/…`, `analytics/<table>/dt=YYYY-MM-DD/…`,
 //!   which names are tables and which are hidden.
-//! - [`manifest`]: snapshot tables (`_manifest.json` names the live files) and their atomic publish.
+//! - [`delta`]: every table is a Delta table (delta-rs): opening, writing and committing them.
+//! - [`snapshot`]: snapshot tables, rewritten as a whole in one Delta commit.
 //! - [`writer`]: streaming Parquet writes (zstd, multipart upload) into the lake; [`reader`]
 //!   reads lake files back outside DataFusion.
 //! - [`catalog`]: the `shop` catalog with schemas `stage` and `analytics`, discovering tables
@@ -17,9 +18,9 @@ pub mod delta;
 pub mod error;
 pub mod layout;
 pub mod maintain;
-pub mod manifest;
 pub mod reader;
 pub mod session;
+pub mod snapshot;
 mod sorted;
 pub mod store;
 pub mod writer;

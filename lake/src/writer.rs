@@ -3,7 +3,6 @@
 //! Files are written through `object_store` multipart uploads, so memory stays bounded by the
 //! row group being built, and a file becomes visible only when its upload completes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -15,8 +14,6 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
-use crate::layout;
-use crate::manifest::{self, Manifest};
 use crate::store::Lake;
 
 /// Rows per Parquet row group: large enough for good compression and scans, small enough that a
@@ -124,130 +121,6 @@ pub async fn write_file(
         file.write(batch).await?;
     }
     file.finish().await
-}
-
-/// Writes a whole new snapshot of a table and publishes it atomically on [`commit`].
-///
-/// [`commit`]: SnapshotWriter::commit
-pub struct SnapshotWriter {
-    lake: Lake,
-    schema_name: String,
-    table: String,
-    arrow_schema: SchemaRef,
-    snapshot_id: String,
-    expected_version: Option<u64>,
-    rows_per_file: u64,
-    current: Option<ParquetFile>,
-    files: Vec<WrittenFile>,
-}
-
-impl SnapshotWriter {
-    /// Starts a snapshot of `<schema_name>.<table>`, based on the manifest live now.
-    pub async fn begin(
-        lake: &Lake,
-        schema_name: &str,
-        table: &str,
-        arrow_schema: SchemaRef,
-    ) -> Result<Self> {
-        let live = manifest::read(lake, schema_name, table).await?;
-        Self::begin_after(lake, schema_name, table, arrow_schema, live.as_ref())
-    }
-
-    /// Starts a snapshot based on `previous`, the manifest the caller already read (and maybe
-    /// built the new content from): publishing fails if another writer replaced it meanwhile.
-    pub fn begin_after(
-        lake: &Lake,
-        schema_name: &str,
-        table: &str,
-        arrow_schema: SchemaRef,
-        previous: Option<&Manifest>,
-    ) -> Result<Self> {
-        if !layout::is_table_name(table) {
-            return Err(Error::InvalidTableName {
-                name: table.to_string(),
-            });
-        }
-        Ok(Self {
-            lake: lake.clone(),
-            schema_name: schema_name.to_string(),
-            table: table.to_string(),
-            arrow_schema,
-            snapshot_id: manifest::new_snapshot_id(),
-            expected_version: previous.map(|m| m.version),
-            rows_per_file: 4 * ROW_GROUP_ROWS as u64,
-            current: None,
-            files: Vec::new(),
-        })
-    }
-
-    /// Starts a new file after this many rows (default: four row groups).
-    pub fn with_rows_per_file(mut self, rows: u64) -> Self {
-        self.rows_per_file = rows.max(1);
-        self
-    }
-
-    /// The id of the snapshot being written.
-    pub fn snapshot_id(&self) -> &str {
-        &self.snapshot_id
-    }
-
-    /// Appends a batch, starting a new file when the current one is full.
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let file = match &mut self.current {
-            Some(file) => file,
-            slot @ None => {
-                let path = layout::table_dir(&self.schema_name, &self.table)
-                    .join(self.snapshot_id.as_str())
-                    .join(format!("part-{:05}.parquet", self.files.len()));
-                slot.insert(ParquetFile::create(
-                    &self.lake,
-                    path,
-                    Arc::clone(&self.arrow_schema),
-                )?)
-            }
-        };
-        file.write(batch).await?;
-        if file.rows() >= self.rows_per_file {
-            let full = self.current.take().expect("file was just written");
-            self.files.push(full.finish().await?);
-        }
-        Ok(())
-    }
-
-    /// Finishes the files and switches the manifest to this snapshot.
-    pub async fn commit(mut self, properties: BTreeMap<String, String>) -> Result<Manifest> {
-        if let Some(file) = self.current.take() {
-            self.files.push(file.finish().await?);
-        }
-        if self.files.is_empty() {
-            // An empty table still needs a file so that readers know its schema.
-            let path = layout::table_dir(&self.schema_name, &self.table)
-                .join(self.snapshot_id.as_str())
-                .join("part-00000.parquet");
-            self.files
-                .push(write_file(&self.lake, path, Arc::clone(&self.arrow_schema), &[]).await?);
-        }
-        manifest::publish(
-            &self.lake,
-            &self.schema_name,
-            &self.table,
-            &self.snapshot_id,
-            &self.files,
-            self.expected_version,
-            properties,
-        )
-        .await
-    }
-
-    /// Abandons the snapshot; the live manifest is untouched.
-    pub async fn abort(mut self) {
-        if let Some(file) = self.current.take() {
-            file.abort().await;
-        }
-    }
 }
 
 #[cfg(test)]

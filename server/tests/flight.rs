@@ -2,6 +2,7 @@
 //! arrow-flight's Flight SQL client. Expected values are computed from the generated batches
 //! directly, not through DataFusion.
 
+use shop_lake::delta::{CommitInfo, Mode};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -432,16 +433,29 @@ async fn new_tables_and_files_are_visible_without_a_restart() {
     // A new day of purchases lands while the server runs.
     let (_, sellers, prices) = demo::products(&f.spec).unwrap();
     let extra = demo::purchases_of_day(&f.spec, f.spec.first_day(), &sellers, &prices).unwrap();
-    let path = object_store::path::Path::from("stage/purchases/dt=2027-01-01/late-00000.parquet");
-    shop_lake::writer::write_file(&f.lake, path, extra.schema(), std::slice::from_ref(&extra))
+    let late = chrono::NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+    f.lake
+        .write_delta(
+            &object_store::path::Path::from("stage/purchases"),
+            &["dt"],
+            vec![shop_types::purchases::with_day(&extra, late)],
+            Mode::Append,
+            CommitInfo::default(),
+        )
         .await
         .unwrap();
     let after = single_i64(&query(&mut f.client, "SELECT count(*) FROM purchases").await);
     assert_eq!(after, before + extra.num_rows() as i64);
 
     // A brand-new table is queryable at once and listed by GetTables within the refresh interval.
-    let path = object_store::path::Path::from("stage/returns/part-0.parquet");
-    shop_lake::writer::write_file(&f.lake, path, extra.schema(), std::slice::from_ref(&extra))
+    f.lake
+        .write_delta(
+            &object_store::path::Path::from("stage/returns"),
+            &[],
+            vec![extra.clone()],
+            Mode::Append,
+            CommitInfo::default(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -479,12 +493,18 @@ async fn new_tables_and_files_are_visible_without_a_restart() {
 
     // A new snapshot of customers replaces the old one as a whole.
     let one = demo::customers(&f.spec).unwrap().slice(0, 7);
-    let mut writer =
-        shop_lake::writer::SnapshotWriter::begin(&f.lake, "stage", "customers", one.schema())
-            .await
-            .unwrap();
-    writer.write(&one).await.unwrap();
-    writer.commit(Default::default()).await.unwrap();
+    let writer = shop_lake::snapshot::SnapshotWriter::begin(
+        &f.lake,
+        "stage",
+        "customers",
+        one.schema(),
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    writer.write(one).await.unwrap();
+    writer.commit().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while single_i64(&query(&mut f.client, "SELECT count(*) FROM customers").await) != 7 {
         assert!(

@@ -51,3 +51,25 @@ pub async fn demo_lake(spec: &DemoSpec) -> TempLake {
         .expect("the demo shop is written");
     lake
 }
+
+/// Lands purchases of one day in `stage.purchases` as one Delta commit, the way the Kafka
+/// worker does (for tests of what readers see when purchases arrive).
+///
+/// # Panics
+/// When the commit fails: the test cannot go on.
+pub async fn land_purchases(
+    lake: &Lake,
+    day: chrono::NaiveDate,
+    batch: &arrow::array::RecordBatch,
+) {
+    use shop_types::purchases::{DAY_COLUMN, with_day};
+    lake.write_delta(
+        &shop_lake::layout::table_dir(shop_lake::layout::STAGE, "purchases"),
+        &[DAY_COLUMN],
+        vec![with_day(batch, day)],
+        shop_lake::delta::Mode::Append,
+        shop_lake::delta::CommitInfo::default(),
+    )
+    .await
+    .expect("purchases land in the lake");
+}

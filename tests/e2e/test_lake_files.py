@@ -1,4 +1,5 @@
-"""The server reads exactly the live files of the lake: manifests, hidden names, new data.
+"""The server reads exactly the live files of the lake: those its Delta logs name, and commits
+made by another Delta writer (the ``deltalake`` package) as soon as they land.
 
 Runs `shop-analytics serve` on a copy of the demo lake, so that changing files here never
 disturbs the other tests.
@@ -6,13 +7,15 @@ disturbs the other tests.
 
 from __future__ import annotations
 
-import json
+import datetime
 import os
 import shutil
 import time
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake import write_deltalake
 
 import shoplake
 from conftest import start_server
@@ -33,12 +36,13 @@ def lake_copy(server, lake, workdir):
         _atomic_copy(src, dst)
         decoys[str(dst.relative_to(copy))] = pq.read_metadata(dst).num_rows
 
-    # A snapshot folder that no manifest names (an export that died midway).
+    # Data files that no commit names (an export or a flush that died before its commit).
     customers = shoplake.table_files(copy, "stage", "customers")
-    decoy(customers[0], copy / "stage" / "customers" / "snapshot-dead" / "part-0.parquet")
-    # Hidden and rejected files of the append table, inside and beside its partitions.
+    decoy(customers[0], copy / "stage" / "customers" / "part-dead.parquet")
     days = sorted((copy / "stage" / "purchases").glob("dt=*"))
     files = [sorted(d.glob("*.parquet"))[0] for d in days[-4:]]
+    decoy(files[0], days[-1] / "part-dead.parquet")
+    # Hidden and rejected files, inside and beside the partitions.
     decoy(files[0], days[-1] / ".upload-in-flight.parquet")
     decoy(files[1], days[-1] / "_rejected.parquet")
     decoy(files[2], copy / "stage" / "purchases" / "_rejected" / days[-1].name / "x.parquet")
@@ -80,7 +84,7 @@ def _wait_for(conn, sql, expected):
     raise AssertionError(f"{sql}: still {got} after {REFRESH_DEADLINE}s, expected {expected}")
 
 
-def test_files_outside_the_manifest_and_hidden_files_are_ignored(lake_copy, copy_conn, duck):
+def test_files_no_commit_names_and_hidden_files_are_ignored(lake_copy, copy_conn, duck):
     _, decoys = lake_copy
     for table in ("customers", "purchases"):
         sql = f"SELECT count(*) FROM stage.{table}"
@@ -95,39 +99,32 @@ def test_files_outside_the_manifest_and_hidden_files_are_ignored(lake_copy, copy
     assert sorted(r[0] for r in tables) == ["customers", "products", "purchases", "sellers"]
 
 
-def test_new_partition_becomes_visible(lake_copy, copy_conn):
-    lake_copy, _ = lake_copy
-    src_day = sorted((lake_copy / "stage" / "purchases").glob("dt=*"))[-1]
-    src = sorted(src_day.glob("*.parquet"))[0]
-    n = pq.read_metadata(src).num_rows
-    assert rows(copy_conn, "SELECT count(*) FROM stage.purchases WHERE dt = DATE '2030-01-01'") == [(0,)]
-    _atomic_copy(src, lake_copy / "stage" / "purchases" / "dt=2030-01-01" / "extra-00000.parquet")
-    _wait_for(copy_conn, "SELECT count(*) FROM stage.purchases WHERE dt = DATE '2030-01-01'", [(n,)])
+def _live(lake_copy, table):
+    """The live rows of a stage table, read by hand from the files its log names."""
+    return pa.concat_tables(pq.read_table(f) for f in shoplake.table_files(lake_copy, "stage", table))
 
 
-def test_new_snapshot_replaces_the_old_one(lake_copy, copy_conn):
+def test_a_commit_by_another_delta_writer_is_visible(lake_copy, copy_conn):
     lake_copy, _ = lake_copy
-    table_dir = lake_copy / "stage" / "sellers"
-    manifest_path = table_dir / "_manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    old = pq.read_table(shoplake.table_files(lake_copy, "stage", "sellers")[0])
+    day = sorted((lake_copy / "stage" / "purchases").glob("dt=*"))[-1]
+    some = pq.read_table(sorted(day.glob("*.parquet"))[0])
+    n = some.num_rows
+    sql = "SELECT count(*) FROM stage.purchases WHERE dt = DATE '2030-01-01'"
+    assert rows(copy_conn, sql) == [(0,)]
+    extra = some.append_column(
+        pa.field("dt", pa.date32(), nullable=False),
+        pa.array([datetime.date(2030, 1, 1)] * n, pa.date32()),
+    )
+    write_deltalake(str(lake_copy / "stage" / "purchases"), extra, mode="append")
+    _wait_for(copy_conn, sql, [(n,)])
+
+
+def test_an_overwrite_by_another_delta_writer_replaces_the_snapshot(lake_copy, copy_conn):
+    lake_copy, _ = lake_copy
+    old = _live(lake_copy, "sellers")
     keep = old.slice(0, 3)
     assert old.num_rows > 3
-    new_dir = table_dir / "snapshot-e2e-new"
-    new_dir.mkdir()
-    pq.write_table(keep, new_dir / "part-0.parquet")
-    manifest["version"] = manifest.get("version", 1) + 1
-    manifest["snapshot_id"] = "snapshot-e2e-new"
-    manifest["files"] = [
-        {
-            "path": "snapshot-e2e-new/part-0.parquet",
-            "size": (new_dir / "part-0.parquet").stat().st_size,
-            "rows": keep.num_rows,
-        }
-    ]
-    tmp = table_dir / "_manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, manifest_path)
+    write_deltalake(str(lake_copy / "stage" / "sellers"), keep, mode="overwrite")
     _wait_for(copy_conn, "SELECT count(*) FROM stage.sellers", [(3,)])
     ids = sorted(r[0] for r in rows(copy_conn, "SELECT seller_id FROM stage.sellers"))
     assert ids == sorted(keep.column("seller_id").to_pylist())

@@ -34,9 +34,34 @@ use crate::tables::{PURCHASES, PURCHASES_REJECTED};
 /// The version this crate reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Schema of the files of `stage.purchases` (the `dt` column comes from the folder name).
+/// Schema of a batch of `stage.purchases` without its partition column (see [`with_day`]).
 pub fn file_schema() -> SchemaRef {
     PURCHASES.schema_ref()
+}
+
+/// The partition column of `stage.purchases`: the purchase's day (UTC), after the file columns.
+pub const DAY_COLUMN: &str = "dt";
+
+/// Purchases of one day as the Delta table `stage.purchases` stores them: the columns of
+/// [`file_schema`] plus [`DAY_COLUMN`].
+pub fn with_day(batch: &RecordBatch, day: NaiveDate) -> RecordBatch {
+    let days = (day - NaiveDate::from_ymd_opt(1970, 1, 1).expect("the epoch is a date")).num_days();
+    let days = i32::try_from(days).expect("a purchase day fits Date32");
+    let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        DAY_COLUMN,
+        arrow::datatypes::DataType::Date32,
+        false,
+    )));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(arrow::array::Date32Array::from(vec![
+        days;
+        batch
+            .num_rows(
+            )
+    ])));
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+        .expect("one more column of the same length")
 }
 
 /// Schema of the dead letters, `stage.purchases_rejected`.

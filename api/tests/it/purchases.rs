@@ -10,7 +10,7 @@ use shop_api::pb::purchase_service_server::PurchaseService;
 use shop_api::pb::{GetPurchaseRequest, ListPurchasesRequest, Purchase};
 use shop_api::{Limits, ProductApi, PurchaseApi};
 use shop_demo::DemoSpec;
-use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, layout, session};
+use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, session};
 use shop_test_support::{TempLake, demo_lake};
 use shop_types::purchases::{self as contract, PurchaseBatch};
 use tonic::{Code, Request};
@@ -249,11 +249,7 @@ async fn purchases_landing_after_the_first_read_are_found() {
     let purchase = contract::decode(event.to_string().as_bytes(), None).unwrap();
     let mut batch = PurchaseBatch::default();
     batch.push(&purchase);
-    let path =
-        layout::day_dir(layout::STAGE, "purchases", purchase.day()).join("late-arrival.parquet");
-    shop_lake::writer::write_file(&f.lake, path, contract::file_schema(), &[batch.finish()])
-        .await
-        .unwrap();
+    shop_test_support::lake::land_purchases(&f.lake, purchase.day(), &batch.finish()).await;
     f.catalog.refresh().await.unwrap();
 
     let found = f

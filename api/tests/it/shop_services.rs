@@ -933,17 +933,8 @@ async fn a_late_retry_finds_its_purchase_in_the_lake() {
     let landed = shop_types::purchases::decode(event.as_bytes(), None).unwrap();
     let mut batch = shop_types::purchases::PurchaseBatch::default();
     batch.push(&landed);
-    let path = shop_lake::layout::day_dir(shop_lake::layout::STAGE, "purchases", landed.day())
-        .join("landed-late.parquet");
-    shop_lake::writer::write_file(
-        &shop.lake,
-        path,
-        shop_types::purchases::file_schema(),
-        &[batch.finish()],
-    )
-    .await
-    .unwrap();
-    // The server's catalog picks the file up within its refresh interval.
+    shop_test_support::lake::land_purchases(&shop.lake, landed.day(), &batch.finish()).await;
+    // The server's catalog sees the commit within its refresh interval.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let found = client_get(&shop, &landed.purchase_id).await;

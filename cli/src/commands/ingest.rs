@@ -40,7 +40,7 @@ pub async fn postgres(args: IngestPostgresArgs, file: Option<&Path>) -> anyhow::
         batch_rows: args.batch_rows.max(1),
         updated_column: args.updated_column.clone(),
         lookback: Duration::from_secs(args.lookback_secs),
-        rows_per_file: args.rows_per_file.max(1),
+        target_file_bytes: args.target_file_mb.max(1) << 20,
     };
     let Some(every) = args.every_secs else {
         let pool = connect(&pg).await?;
@@ -103,7 +103,7 @@ async fn export_round(
             } else {
                 String::new()
             },
-            report.manifest_version,
+            report.version,
             report.elapsed.as_secs_f64(),
             report.rows_read as f64 / report.elapsed.as_secs_f64().max(1e-3),
         );

@@ -83,9 +83,9 @@ pub struct IngestPostgresArgs {
     /// Rows per batch handed to the Parquet writer.
     #[arg(long, default_value_t = 65_536)]
     pub batch_rows: usize,
-    /// Rows per Parquet file of a snapshot.
-    #[arg(long, default_value_t = 1_048_576)]
-    pub rows_per_file: u64,
+    /// Target size of a snapshot's Parquet files, in MiB.
+    #[arg(long, default_value_t = 128, value_name = "MIB")]
+    pub target_file_mb: u64,
     /// Keep running: export again this many seconds after each round ends, until SIGTERM or
     /// Ctrl-C. A failed round is logged and retried at the next one instead of stopping.
     #[arg(long, env = "SHOP_PG_EXPORT_EVERY_SECS", value_name = "SECS")]

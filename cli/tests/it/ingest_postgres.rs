@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, Int64Array};
-use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, layout, manifest, session};
+use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, layout, session, snapshot};
 use shop_test_support::TestPostgres;
 
 use crate::common::{self, BIN};
@@ -66,16 +66,13 @@ async fn pg_totals(pg: &TestPostgres) -> (i64, i64) {
         .unwrap()
 }
 
-fn snapshot_folders(lake_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// The Parquet files in the folder of `stage.customers`, from the lake root.
+fn data_files(lake_dir: &std::path::Path) -> std::collections::BTreeSet<String> {
     std::fs::read_dir(lake_dir.join("stage/customers"))
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("snapshot-")
-        })
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".parquet"))
+        .map(|name| format!("stage/customers/{name}"))
         .collect()
 }
 
@@ -108,7 +105,7 @@ async fn an_export_killed_midway_leaves_the_previous_snapshot_and_the_next_run_s
     ];
     run_ok(&common);
     let lake = local_lake(&lake_path);
-    let before = manifest::read(&lake, layout::STAGE, "customers")
+    let before = snapshot::read(&lake, layout::STAGE, "customers")
         .await
         .unwrap()
         .unwrap();
@@ -122,12 +119,12 @@ async fn an_export_killed_midway_leaves_the_previous_snapshot_and_the_next_run_s
     let new_totals = pg_totals(&pg).await;
     assert_ne!(new_totals, old_totals);
 
-    // Kill the export once a quarter of the rows went to the writer (files of 20k rows, so some
+    // Kill the export once a quarter of the rows went to the writer (files of 1 MiB, so some
     // files of the new snapshot are complete by then).
     let mut child = Command::new(BIN)
         .args(common)
-        .args(["--batch-rows", "2000", "--rows-per-file", "20000"])
-        .env("SHOP_LOG", "warn,shop_ingest=debug")
+        .args(["--batch-rows", "2000", "--target-file-mb", "1"])
+        .env("SHOP_LOG", "warn,shop_lake=debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -156,34 +153,22 @@ async fn an_export_killed_midway_leaves_the_previous_snapshot_and_the_next_run_s
         "the export finished before it was killed"
     );
 
-    // The kill left an unfinished snapshot with complete files in it, which nothing reads.
-    let folders = snapshot_folders(dir.path());
-    assert_eq!(folders.len(), 2, "{folders:?}");
-    let unfinished = folders
-        .iter()
-        .find(|f| !f.ends_with(&before.snapshot_id))
-        .unwrap();
-    let orphans = std::fs::read_dir(unfinished)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".parquet")
-        })
-        .count();
+    // The kill left complete files of the new snapshot, which no commit names and nothing reads.
+    let live: std::collections::BTreeSet<String> =
+        before.files.iter().map(|f| f.path.to_string()).collect();
+    let orphans = data_files(dir.path()).difference(&live).count();
     assert!(orphans >= 1, "no file of the killed export was complete");
-    let after_kill = manifest::read(&lake, layout::STAGE, "customers")
+    let after_kill = snapshot::read(&lake, layout::STAGE, "customers")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(after_kill, before);
+    assert_eq!(after_kill.version, before.version);
+    assert_eq!(after_kill.files, before.files);
     assert_eq!(stage_totals(&lake).await, old_totals);
 
     // The next run publishes the new data in full.
     run_ok(&common);
-    let after = manifest::read(&lake, layout::STAGE, "customers")
+    let after = snapshot::read(&lake, layout::STAGE, "customers")
         .await
         .unwrap()
         .unwrap();
@@ -297,7 +282,7 @@ async fn continuous_mode_exports_round_after_round_and_stops_on_sigterm() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let version = manifest::read(&lake, layout::STAGE, "customers")
+    let version = snapshot::read(&lake, layout::STAGE, "customers")
         .await
         .unwrap()
         .unwrap()

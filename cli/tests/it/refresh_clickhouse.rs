@@ -82,14 +82,10 @@ struct Acc {
 }
 
 /// Every aggregate computed from the stage's Parquet files by hand.
-fn independent(root: &Path) -> BTreeMap<&'static str, Vec<AggRow>> {
-    let products_dir = root.join("stage/products");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(products_dir.join("_manifest.json")).unwrap())
-            .unwrap();
+async fn independent(lake: &Lake, root: &Path) -> BTreeMap<&'static str, Vec<AggRow>> {
     let mut categories: HashMap<i64, String> = HashMap::new();
-    for file in manifest["files"].as_array().unwrap() {
-        for b in read_parquet(&products_dir.join(file["path"].as_str().unwrap())) {
+    for file in live_files(lake, root, "stage/products").await {
+        for b in read_parquet(&file) {
             let ids = b
                 .column_by_name("product_id")
                 .unwrap()
@@ -101,14 +97,17 @@ fn independent(root: &Path) -> BTreeMap<&'static str, Vec<AggRow>> {
         }
     }
     let mut acc: BTreeMap<(&'static str, String, String, String), Acc> = BTreeMap::new();
-    for entry in std::fs::read_dir(root.join("stage/purchases")).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        let Some(day) = name.strip_prefix("dt=") else {
-            continue;
-        };
-        for file in std::fs::read_dir(entry.path()).unwrap() {
-            let path = file.unwrap().path();
+    for path in live_files(lake, root, "stage/purchases").await {
+        let folder = path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let day = folder.strip_prefix("dt=").unwrap().to_string();
+        let day = day.as_str();
+        {
             for b in read_parquet(&path) {
                 let col = |n: &str| b.column_by_name(n).unwrap().clone();
                 let ids = col("purchase_id");
@@ -337,7 +336,7 @@ async fn refresh_equals_an_independent_computation_and_reruns_change_nothing() {
     let (lake, spec) = demo_lake(&root, last, 8, 0.02).await;
 
     refresh(&root, &ch, &["--all-days"]);
-    let expected = independent(&root);
+    let expected = independent(&lake, &root).await;
     assert_eq!(expected.len(), 4);
     assert_eq!(expected["daily_sales"].len(), 8, "one currency, eight days");
     let first = fetch_all(&ch).await;
@@ -389,13 +388,12 @@ async fn refresh_equals_an_independent_computation_and_reruns_change_nothing() {
     assert_eq!(helpers, 0, "load tables are dropped after each refresh");
 
     // More purchases land for a day: its refresh replaces the day, the others stay.
-    let day_dir = root.join("stage/purchases/dt=2026-09-28");
-    let existing = std::fs::read_dir(&day_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let late_day = NaiveDate::from_ymd_opt(2026, 9, 28).unwrap();
+    let existing = live_files(&lake, &root, "stage/purchases")
+        .await
+        .into_iter()
+        .find(|f| f.parent().unwrap().ends_with("dt=2026-09-28"))
+        .unwrap();
     let batches: Vec<RecordBatch> = read_parquet(&existing)
         .into_iter()
         .map(|b| {
@@ -406,24 +404,21 @@ async fn refresh_equals_an_independent_computation_and_reruns_change_nothing() {
                 .collect();
             let mut columns = b.columns().to_vec();
             columns[b.schema().index_of("purchase_id").unwrap()] = std::sync::Arc::new(renamed);
-            RecordBatch::try_new(b.schema(), columns).unwrap()
+            let b = RecordBatch::try_new(b.schema(), columns).unwrap();
+            shop_types::purchases::with_day(&b, late_day)
         })
         .collect();
-    shop_lake::writer::write_file(
-        &lake,
-        shop_lake::layout::day_dir(
-            "stage",
-            "purchases",
-            NaiveDate::from_ymd_opt(2026, 9, 28).unwrap(),
-        )
-        .join("late.parquet"),
-        batches[0].schema(),
-        &batches,
+    lake.write_delta(
+        &shop_lake::layout::table_dir("stage", "purchases"),
+        &["dt"],
+        batches,
+        shop_lake::delta::Mode::Append,
+        shop_lake::delta::CommitInfo::default(),
     )
     .await
     .unwrap();
     refresh(&root, &ch, &["--date", "2026-09-28"]);
-    let changed = independent(&root);
+    let changed = independent(&lake, &root).await;
     assert_ne!(changed, expected);
     let day = |rows: &[AggRow], keep: bool| -> Vec<AggRow> {
         rows.iter()
@@ -628,7 +623,7 @@ async fn the_scheduler_records_a_clickhouse_outage_retries_and_succeeds_when_it_
             "{runs:?}"
         );
     }
-    let expected = independent(&root);
+    let expected = independent(&lake, &root).await;
     for (table, rows) in &expected {
         let (_, key, extra) = TABLES.iter().find(|t| t.0 == *table).unwrap();
         assert_eq!(

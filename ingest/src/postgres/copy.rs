@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
     Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::SchemaRef;
 use bytes::{Buf, BytesMut};
@@ -27,6 +27,12 @@ const TRAILER: usize = 2;
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Days from 1970-01-01 to 2000-01-01.
 const PG_EPOCH_DAYS: i32 = 10_957;
+/// 0001-01-01 and 9999-12-31 in days since 1970-01-01: the dates Delta Lake holds.
+const DELTA_FIRST_DAY: i32 = -719_162;
+const DELTA_LAST_DAY: i32 = 2_932_896;
+/// 0001-01-01T00:00:00 and 9999-12-31T23:59:59.999999 in µs since 1970-01-01.
+const DELTA_FIRST_MICROS: i64 = -62_135_596_800_000_000;
+const DELTA_LAST_MICROS: i64 = 253_402_300_799_999_999;
 
 /// Turns the bytes of a binary COPY into record batches of at most `batch_rows` rows.
 pub struct CopyDecoder {
@@ -224,7 +230,8 @@ enum Builder {
     Text(StringBuilder),
     Binary(BinaryBuilder),
     Date(Date32Builder),
-    Time(Time64MicrosecondBuilder),
+    /// `HH:MM:SS.ffffff`: Delta Lake has no time-of-day type.
+    Time(StringBuilder),
     Timestamp(TimestampMicrosecondBuilder),
 }
 
@@ -259,7 +266,7 @@ impl Builder {
             }
             PgKind::Bytea => Self::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16)),
             PgKind::Date => Self::Date(Date32Builder::with_capacity(capacity)),
-            PgKind::Time => Self::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
+            PgKind::Time => Self::Time(StringBuilder::with_capacity(capacity, capacity * 15)),
             PgKind::Timestamp => {
                 Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity))
             }
@@ -304,30 +311,47 @@ impl Builder {
             Self::Binary(b) => b.append_value(value),
             Self::Date(b) => {
                 let days = i32::from_be_bytes(fixed(value)?);
-                // ±infinity keep PostgreSQL's sentinels (DuckDB reads them the same way).
+                // ±infinity become Delta Lake's last and first day; other days must lie in them.
                 let days = match days {
-                    i32::MAX | i32::MIN => days,
+                    i32::MAX => DELTA_LAST_DAY,
+                    i32::MIN => DELTA_FIRST_DAY,
                     d => d
                         .checked_add(PG_EPOCH_DAYS)
-                        .ok_or_else(|| format!("date {d} days after 2000-01-01 is out of range"))?,
+                        .filter(|d| (DELTA_FIRST_DAY..=DELTA_LAST_DAY).contains(d))
+                        .ok_or_else(|| {
+                            format!("date {d} days after 2000-01-01 is outside the years 1 to 9999 that Delta Lake holds")
+                        })?,
                 };
                 b.append_value(days);
             }
             Self::Time(b) => {
                 let micros = i64::from_be_bytes(fixed(value)?);
-                // PostgreSQL accepts 24:00:00; Arrow's time of day ends before it.
-                if !(0..86_400_000_000).contains(&micros) {
-                    return Err("time 24:00:00 is outside Arrow's time of day".into());
+                // 24:00:00 included, as PostgreSQL has it.
+                if !(0..=86_400_000_000).contains(&micros) {
+                    return Err(format!(
+                        "time {micros} µs after midnight is not a time of day"
+                    ));
                 }
-                b.append_value(micros);
+                b.append_value(format!(
+                    "{:02}:{:02}:{:02}.{:06}",
+                    micros / 3_600_000_000,
+                    micros / 60_000_000 % 60,
+                    micros / 1_000_000 % 60,
+                    micros % 1_000_000
+                ));
             }
             Self::Timestamp(b) => {
                 let micros = i64::from_be_bytes(fixed(value)?);
+                // ±infinity become Delta Lake's last and first instant; others must lie in them.
                 let micros = match micros {
-                    i64::MAX | i64::MIN => micros,
-                    m => m.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
-                        format!("timestamp {m} µs after 2000-01-01 is beyond what Arrow holds")
-                    })?,
+                    i64::MAX => DELTA_LAST_MICROS,
+                    i64::MIN => DELTA_FIRST_MICROS,
+                    m => m
+                        .checked_add(PG_EPOCH_MICROS)
+                        .filter(|m| (DELTA_FIRST_MICROS..=DELTA_LAST_MICROS).contains(m))
+                        .ok_or_else(|| {
+                            format!("timestamp {m} µs after 2000-01-01 is outside the years 1 to 9999 that Delta Lake holds")
+                        })?,
                 };
                 b.append_value(micros);
             }

@@ -23,13 +23,10 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
 use arrow::datatypes::DataType;
 use futures::{StreamExt, TryStreamExt};
-use shop_lake::manifest::{self, Manifest};
-use shop_lake::writer::SnapshotWriter;
+use shop_lake::snapshot::{self, Snapshot, SnapshotWriter};
 use shop_lake::{Lake, layout};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use self::copy::CopyDecoder;
 use self::types::{PgTable, quote_ident};
@@ -132,8 +129,8 @@ pub struct ExportOptions {
     pub mode: Mode,
     /// Rows per Arrow batch handed to the Parquet writer.
     pub batch_rows: usize,
-    /// Rows per Parquet file of the snapshot.
-    pub rows_per_file: u64,
+    /// Target size of the snapshot's Parquet files.
+    pub target_file_bytes: u64,
     /// The column that every change bumps.
     pub updated_column: String,
     /// How far before the watermark an incremental run looks again, for transactions that
@@ -146,7 +143,7 @@ impl Default for ExportOptions {
         Self {
             mode: Mode::Snapshot,
             batch_rows: 64 * 1024,
-            rows_per_file: 4 * shop_lake::writer::ROW_GROUP_ROWS as u64,
+            target_file_bytes: snapshot::TARGET_FILE_BYTES,
             updated_column: "updated_at".into(),
             lookback: Duration::from_secs(300),
         }
@@ -168,7 +165,8 @@ pub struct ExportReport {
     pub rows_total: u64,
     /// Rows of the previous snapshot removed because they no longer exist in PostgreSQL.
     pub rows_deleted: u64,
-    pub manifest_version: u64,
+    /// The Delta version committed.
+    pub version: u64,
     pub watermark: Option<String>,
     pub elapsed: Duration,
 }
@@ -227,7 +225,7 @@ pub fn lake_table_name(table: &str) -> Result<String> {
     }
 }
 
-/// Manifest properties an export keeps.
+/// Properties an export keeps in its commit's metadata.
 const PROP_SOURCE: &str = "source";
 const PROP_COLUMNS: &str = "columns";
 const PROP_WATERMARK: &str = "watermark";
@@ -260,12 +258,30 @@ pub async fn export_table(
     options: &ExportOptions,
     progress: &AtomicU64,
 ) -> Result<ExportReport> {
-    let started = Instant::now();
-    let lake_table = lake_table_name(table)?;
     let mut conn = pool
         .acquire()
         .await
         .map_err(|cause| Error::query(table, "opening a connection", cause))?;
+    let result = export_on(&mut conn, lake, table, options, progress).await;
+    if result.is_err() {
+        // A failure in the middle of a COPY leaves the connection mid-protocol: it must not go
+        // back to the pool, where the next table's export would get it.
+        if let Err(e) = conn.close().await {
+            tracing::debug!(table, cause = %e, "closing the connection of a failed export");
+        }
+    }
+    result
+}
+
+async fn export_on(
+    conn: &mut PgConnection,
+    lake: &Lake,
+    table: &str,
+    options: &ExportOptions,
+    progress: &AtomicU64,
+) -> Result<ExportReport> {
+    let started = Instant::now();
+    let lake_table = lake_table_name(table)?;
     let mut tx = conn
         .begin()
         .await
@@ -274,7 +290,7 @@ pub async fn export_table(
         .await
         .map_err(|cause| Error::query(table, "starting the transaction", cause))?;
     let source = types::describe(&mut tx, table).await?;
-    let previous = manifest::read(lake, layout::STAGE, &lake_table).await?;
+    let previous = snapshot::read(lake, layout::STAGE, &lake_table).await?;
     let fingerprint = columns_fingerprint(&source);
     let updated = source
         .column(&options.updated_column)
@@ -306,29 +322,52 @@ pub async fn export_table(
         None => None,
     };
 
+    let properties = |plan: &Plan| {
+        let mode = match plan {
+            Plan::Full => Mode::Snapshot,
+            Plan::Changes { .. } => Mode::Incremental,
+        };
+        let mut properties = BTreeMap::from([
+            (
+                PROP_SOURCE.to_string(),
+                format!("postgres:{}", source.qualified),
+            ),
+            (PROP_COLUMNS.to_string(), fingerprint.clone()),
+            (PROP_MODE.to_string(), mode.as_str().to_string()),
+        ]);
+        if let Some(w) = &watermark {
+            properties.insert(PROP_WATERMARK.to_string(), w.clone());
+            properties.insert(
+                PROP_UPDATED_COLUMN.to_string(),
+                options.updated_column.clone(),
+            );
+        }
+        (mode, properties)
+    };
+
     let mut plan = plan;
-    let (writer, counts) = loop {
-        // Based on the manifest read above, which the merge reads from: a writer that
-        // published in between makes this export fail instead of being overwritten.
-        let writer = SnapshotWriter::begin_after(
+    let (writer, counts, mode) = loop {
+        // Based on the version read above, which the merge reads from: a writer that
+        // committed in between makes this export fail instead of being overwritten.
+        let (mode, properties) = properties(&plan);
+        let writer = SnapshotWriter::begin_sized(
             lake,
             layout::STAGE,
             &lake_table,
             source.arrow_schema(),
             previous.as_ref(),
-        )?
-        .with_rows_per_file(options.rows_per_file);
-        let sink = Sink::start(writer);
-        let filled = fill(&mut tx, lake, &source, options, &plan, &sink, progress).await;
-        // A failed writer task has aborted its uploads already; its error is the one to report.
-        let writer = sink.finish().await?;
+            properties,
+            options.target_file_bytes,
+        )
+        .await?;
+        let filled = fill(&mut tx, lake, &source, options, &plan, &writer, progress).await;
         match filled {
             Ok(counts)
                 if counts
                     .live
                     .is_none_or(|live| live == counts.read + counts.kept) =>
             {
-                break (writer, counts);
+                break (writer, counts, mode);
             }
             Ok(counts) => {
                 // Rows whose updated_at is older than the watermark appeared (inserted with an
@@ -354,35 +393,16 @@ pub async fn export_table(
         writer.abort().await;
         return Err(Error::query(table, "ending the transaction", cause));
     }
-
-    let mode = match plan {
-        Plan::Full => Mode::Snapshot,
-        Plan::Changes { .. } => Mode::Incremental,
-    };
-    let mut properties = BTreeMap::from([
-        (
-            PROP_SOURCE.to_string(),
-            format!("postgres:{}", source.qualified),
-        ),
-        (PROP_COLUMNS.to_string(), fingerprint),
-        (PROP_MODE.to_string(), mode.as_str().to_string()),
-    ]);
-    if let Some(w) = &watermark {
-        properties.insert(PROP_WATERMARK.to_string(), w.clone());
-        properties.insert(
-            PROP_UPDATED_COLUMN.to_string(),
-            options.updated_column.clone(),
-        );
-    }
-    let manifest = writer.commit(properties).await?;
+    let rows_total = writer.rows();
+    let version = writer.commit().await?;
     let report = ExportReport {
         table: table.to_string(),
         lake_table,
         mode,
         rows_read: counts.read,
-        rows_total: manifest.rows(),
+        rows_total,
         rows_deleted: counts.deleted,
-        manifest_version: manifest.version,
+        version,
         watermark,
         elapsed: started.elapsed(),
     };
@@ -393,7 +413,7 @@ pub async fn export_table(
         rows_read = report.rows_read,
         rows_total = report.rows_total,
         rows_deleted = report.rows_deleted,
-        version = report.manifest_version,
+        version = report.version,
         elapsed_ms = report.elapsed.as_millis() as u64,
         "exported"
     );
@@ -407,7 +427,7 @@ enum Plan {
     /// Rows changed since `since`, merged with the previous snapshot.
     Changes {
         since: String,
-        previous: Manifest,
+        previous: Snapshot,
         key: String,
         updated: String,
         updated_type: &'static str,
@@ -417,7 +437,7 @@ enum Plan {
 fn incremental_plan(
     source: &PgTable,
     options: &ExportOptions,
-    previous: Option<&Manifest>,
+    previous: Option<&Snapshot>,
     fingerprint: &str,
 ) -> Result<Plan> {
     let refuse = |reason: String| Error::Incremental {
@@ -495,7 +515,7 @@ async fn fill(
     source: &PgTable,
     options: &ExportOptions,
     plan: &Plan,
-    sink: &Sink,
+    sink: &SnapshotWriter,
     progress: &AtomicU64,
 ) -> Result<Counts> {
     let select = format!("SELECT {} FROM {}", source.select_list(), source.qualified);
@@ -559,7 +579,7 @@ async fn copy_into(
     source: &PgTable,
     select: &str,
     batch_rows: usize,
-    sink: &Sink,
+    sink: &SnapshotWriter,
     progress: &AtomicU64,
 ) -> Result<u64> {
     let mut decoder = CopyDecoder::new(source, batch_rows);
@@ -575,14 +595,14 @@ async fn copy_into(
     {
         for batch in decoder.feed(&chunk)? {
             progress.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-            sink.send(batch).await?;
+            sink.write(batch).await?;
         }
     }
     drop(stream);
     let rows = decoder.rows();
     if let Some(batch) = decoder.finish()? {
         progress.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        sink.send(batch).await?;
+        sink.write(batch).await?;
     }
     Ok(rows)
 }
@@ -593,22 +613,20 @@ async fn copy_into(
 async fn merge_previous(
     lake: &Lake,
     source: &PgTable,
-    previous: &Manifest,
+    previous: &Snapshot,
     key: &str,
     live: &HashSet<i64>,
     changed: &HashSet<i64>,
-    sink: &Sink,
+    sink: &SnapshotWriter,
     progress: &AtomicU64,
 ) -> Result<(u64, u64)> {
     let parquet_error = |cause| Error::PreviousSnapshot {
         table: source.name.clone(),
         cause,
     };
-    let lake_table = lake_table_name(&source.name)?;
     let (mut kept_rows, mut deleted) = (0, 0);
     for file in &previous.files {
-        let path = file.lake_path(layout::STAGE, &lake_table);
-        let builder = shop_lake::reader::open_parquet(lake, path, file.size)
+        let builder = shop_lake::reader::open_parquet(lake, file.path.clone(), file.size)
             .await
             .map_err(parquet_error)?;
         let key_index = builder
@@ -651,7 +669,7 @@ async fn merge_previous(
             if kept.num_rows() > 0 {
                 kept_rows += kept.num_rows() as u64;
                 progress.fetch_add(kept.num_rows() as u64, Ordering::Relaxed);
-                sink.send(with_schema(kept, source)?).await?;
+                sink.write(with_schema(kept, source)?).await?;
             }
         }
     }
@@ -666,49 +684,4 @@ fn with_schema(batch: RecordBatch, source: &PgTable) -> Result<RecordBatch> {
             cause,
         }
     })
-}
-
-/// The Parquet writer, in a task of its own so that encoding overlaps with decoding.
-struct Sink {
-    batches: mpsc::Sender<RecordBatch>,
-    task: JoinHandle<shop_lake::Result<SnapshotWriter>>,
-}
-
-impl Sink {
-    fn start(mut writer: SnapshotWriter) -> Self {
-        let (batches, mut rx) = mpsc::channel::<RecordBatch>(2);
-        let task = tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                if let Err(e) = writer.write(&batch).await {
-                    writer.abort().await;
-                    return Err(e);
-                }
-                tracing::debug!(
-                    snapshot = writer.snapshot_id(),
-                    rows = batch.num_rows(),
-                    "batch written"
-                );
-            }
-            Ok(writer)
-        });
-        Self { batches, task }
-    }
-
-    async fn send(&self, batch: RecordBatch) -> Result<()> {
-        // A closed channel means the writer failed; `finish` returns its error.
-        self.batches
-            .send(batch)
-            .await
-            .map_err(|_| Error::Invalid("the Parquet writer stopped".into()))
-    }
-
-    async fn finish(self) -> Result<SnapshotWriter> {
-        drop(self.batches);
-        match self.task.await {
-            Ok(result) => Ok(result?),
-            Err(e) => Err(Error::Invalid(format!(
-                "the Parquet writer task failed: {e}"
-            ))),
-        }
-    }
 }

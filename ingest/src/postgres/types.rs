@@ -12,7 +12,7 @@
 //! | `json`, `jsonb`                              | Utf8 (the JSON text)          |
 //! | `bytea`                                      | Binary                        |
 //! | `date`                                       | Date32                        |
-//! | `time`                                       | Time64(µs)                    |
+//! | `time`                                       | Utf8 `HH:MM:SS.ffffff`        |
 //! | `timestamp`                                  | Timestamp(µs)                 |
 //! | `timestamptz`                                | Timestamp(µs, "UTC")          |
 //!
@@ -63,10 +63,9 @@ impl PgKind {
             Self::Float4 => DataType::Float32,
             Self::Float8 => DataType::Float64,
             Self::Numeric { precision, scale } => DataType::Decimal128(precision, scale),
-            Self::Text | Self::Uuid | Self::Json | Self::Jsonb => DataType::Utf8,
+            Self::Text | Self::Uuid | Self::Json | Self::Jsonb | Self::Time => DataType::Utf8,
             Self::Bytea => DataType::Binary,
             Self::Date => DataType::Date32,
-            Self::Time => DataType::Time64(TimeUnit::Microsecond),
             Self::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             Self::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         }

@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use shop_ingest::products::{self, Error};
-use shop_lake::{Lake, LakeConfig, layout, manifest};
+use shop_lake::{Lake, LakeConfig, layout, snapshot};
 
 fn lake(dir: &Path) -> Lake {
     let root = dir.join("lake");
@@ -32,13 +32,13 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// The live stage.products as (id, seller, name, category, price in cents, created_at µs).
 async fn live(dir: &Path, lake: &Lake) -> Vec<(i64, i64, String, String, i128, i64)> {
-    let manifest = manifest::read(lake, layout::STAGE, "products")
+    let live = snapshot::read(lake, layout::STAGE, "products")
         .await
         .unwrap()
-        .expect("published");
+        .expect("committed");
     let mut rows = Vec::new();
-    for file in &manifest.files {
-        let path = dir.join("lake/stage/products").join(&file.path);
+    for file in &live.files {
+        let path = dir.join("lake").join(file.path.as_ref());
         let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
             .unwrap()
             .build()
@@ -229,11 +229,11 @@ async fn every_rule_rejects_its_row_with_the_field_named_and_nothing_is_written(
         "{message}"
     );
     assert!(
-        manifest::read(&lake, layout::STAGE, "products")
+        snapshot::read(&lake, layout::STAGE, "products")
             .await
             .unwrap()
             .is_none(),
-        "nothing published"
+        "nothing committed"
     );
     assert!(!dir.path().join("lake/stage").exists(), "no file written");
 
@@ -258,17 +258,29 @@ async fn every_rule_rejects_its_row_with_the_field_named_and_nothing_is_written(
             assert_eq!(kept, original, "the record is kept as read");
         }
     }
-    let dead = dir
-        .path()
-        .join("lake/stage/_rejected/products")
-        .join(format!("{}.parquet", report.load_id));
-    let batches: Vec<RecordBatch> =
-        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(dead).unwrap())
-            .unwrap()
-            .build()
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+    let dead_letters = lake
+        .open_delta(&layout::dead_letter_dir(layout::STAGE, "products"))
+        .await
+        .unwrap()
+        .expect("the dead letters are a Delta table");
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    for uri in dead_letters.get_file_uris().unwrap() {
+        let file = dir
+            .path()
+            .join("lake")
+            .join(uri.strip_prefix(layout::LAKE_URL).unwrap());
+        batches.extend(
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap),
+        );
+    }
+    for b in &batches {
+        let loads = b.column_by_name("load_id").unwrap().as_string::<i32>();
+        assert!(loads.iter().all(|l| l == Some(report.load_id.as_str())));
+    }
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 15);
     assert_eq!(live(dir.path(), &lake).await.len(), 1);
 }
