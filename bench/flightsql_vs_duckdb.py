@@ -8,7 +8,7 @@ measures transfer throughput (rows/s) both ways.
 
 The Flight SQL times include everything a client sees: planning, execution, Arrow IPC over
 gRPC on loopback, and decoding. DuckDB reads the same Parquet files directly in this process
-(the live files of each table: its Delta log's, its manifest's, or every visible file).
+(the live files of each table, from its Delta log).
 
     shop-analytics quickstart --lake /tmp/shop-lake --scale 1.0 &
     python bench/flightsql_vs_duckdb.py --lake /tmp/shop-lake --server grpc://127.0.0.1:50051
@@ -92,7 +92,7 @@ QUERIES: list[tuple[str, str]] = [
 FULL_FETCH = "SELECT * FROM stage.purchases"
 
 
-# --- the lake's live files (tests/e2e/shoplake.py: manifests, Delta logs, visible files) ---------
+# --- the lake's live files (tests/e2e/shoplake.py: a replay of each table's Delta log) -----------
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 from shoplake import _hidden, table_files  # noqa: E402

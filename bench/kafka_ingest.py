@@ -8,9 +8,9 @@ messages (the limit), on the same topic of the same broker, in the same run.
 
 Both consumers join their own group and read the whole topic from the beginning. The rate is
 measured from the first message to the last (group-join time excluded): the counter times it
-itself; for the worker, the script watches the offset markers it writes to the lake (every
-100 ms) and takes the span from the first marker seen to the one that covers every message,
-counting only the messages written in that span. The worker flushes every 50 000 events per
+itself; for the worker, the script watches the partitions' transaction versions in the Delta log
+of stage.purchases (every 100 ms) and takes the span from the first commit seen to the one that
+covers every message, counting only the messages written in that span. The worker flushes every 50 000 events per
 partition (its default) or 2 s. Prints a Markdown table for docs/BENCHMARKS.md.
 """
 
@@ -22,22 +22,28 @@ import os
 import subprocess
 import tempfile
 import time
+import sys
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
+from shoplake import delta_transactions  # noqa: E402
+
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/shop-analytics/target"))
 SHOP = Path(os.environ.get("SHOP_BIN", TARGET / "release/shop-analytics"))
-COUNT = TARGET / "release/examples/kafka_count"
+COUNT = Path(os.environ.get("SHOP_COUNT_BIN", TARGET / "release/examples/kafka_count"))
 
 
 def written(lake: Path, topic: str) -> int:
-    total = 0
-    for marker in (lake / "stage/purchases/_offsets" / topic).glob("*.json"):
-        try:
-            total += json.loads(marker.read_text())["next_offset"]
-        except (json.JSONDecodeError, OSError):
-            pass  # being replaced right now
-    return total
+    """Messages committed to stage.purchases: the partitions' transaction versions + 1."""
+    table = lake / "stage/purchases"
+    if not (table / "_delta_log").is_dir():
+        return 0
+    try:
+        txns = delta_transactions(table)
+    except (json.JSONDecodeError, OSError):
+        return 0  # a commit being written right now
+    return sum(v + 1 for app, v in txns.items() if f"/{topic}/" in app)
 
 
 def main() -> None:

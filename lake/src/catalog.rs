@@ -1,30 +1,21 @@
-//! The `shop` catalog: schemas `stage` and `analytics`, whose tables are the folders of the lake.
+//! The `shop` catalog: schemas `stage`, `analytics` and `system`, whose tables are the Delta
+//! tables of the lake.
 //!
 //! Table discovery runs in the background ([`LakeCatalog::spawn_refresher`]) because DataFusion
 //! asks for table names synchronously; a table that is referenced before the refresher has seen
-//! it is also loaded on demand. Two kinds of table:
-//! - *snapshot tables* have a `_manifest.json`; the table reads exactly the files it lists, and is
-//!   rebuilt when the manifest version changes;
-//! - *append tables* read every Parquet file below their folder, with Hive partitions
-//!   (`dt=YYYY-MM-DD` as a `Date32` column). New files are visible to the next query, since the
-//!   listing happens at every scan.
+//! it is also loaded on demand. A table is a folder with a `_delta_log/`; every query reads its
+//! latest commit (the log is read incrementally from the version held, or from the newest
+//! checkpoint), through delta-rs' scan with partition pruning and file-statistics pruning. A
+//! folder of Parquet files without a log (a lake from before the move to Delta) is not served:
+//! it is named once in a warning that points to `shop-analytics lake convert`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::error::DataFusionError;
-use datafusion::execution::SessionState;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::prelude::SessionConfig;
 use deltalake::DeltaTable;
 use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 use object_store::path::Path;
@@ -33,20 +24,17 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::store::Lake;
 
-/// How often the catalog looks for new tables and manifests.
+/// How often the catalog looks for new tables.
 #[derive(Debug, Clone)]
 pub struct LakeCatalogOptions {
-    /// Interval of the background refresh (new tables, new manifest versions).
+    /// Interval of the background refresh (new tables, new commits of the tables known).
     pub refresh_interval: Duration,
-    /// How long an append table's inferred schema is trusted before it is inferred again.
-    pub schema_ttl: Duration,
 }
 
 impl Default for LakeCatalogOptions {
     fn default() -> Self {
         Self {
             refresh_interval: Duration::from_secs(2),
-            schema_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -61,16 +49,14 @@ pub struct LakeCatalog {
 impl LakeCatalog {
     /// A catalog over `lake`; call [`refresh`](Self::refresh) once before serving.
     pub fn new(lake: Lake, options: LakeCatalogOptions) -> Arc<Self> {
-        let state = inference_state(&lake);
         let schemas = layout::SCHEMAS
             .iter()
             .map(|name| {
                 let schema = LakeSchema {
                     lake: lake.clone(),
                     name: name.to_string(),
-                    options: options.clone(),
-                    state: state.clone(),
                     tables: RwLock::default(),
+                    warned: std::sync::Mutex::default(),
                 };
                 (name.to_string(), Arc::new(schema))
             })
@@ -117,38 +103,13 @@ impl CatalogProvider for LakeCatalog {
     }
 }
 
-/// The session DataFusion uses to infer table schemas: it sees only the lake.
-fn inference_state(lake: &Lake) -> SessionState {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_object_store_registry(lake.registry())
-        .build_arc()
-        .expect("a runtime with default settings builds");
-    SessionStateBuilder::new()
-        .with_config(SessionConfig::new())
-        .with_runtime_env(runtime)
-        .with_default_features()
-        .build()
-}
-
-/// What a loaded table was built from; when it changes, the table is rebuilt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    Append {
-        partitions: Vec<String>,
-    },
-    /// A Delta table at this version of its log.
-    Delta {
-        version: u64,
-    },
-}
-
 #[derive(Debug)]
 struct LoadedTable {
     provider: Arc<dyn TableProvider>,
-    source: Source,
-    loaded_at: Instant,
-    /// A Delta table's state, brought up to date from its log before each query.
-    delta: Option<Arc<tokio::sync::Mutex<DeltaTable>>>,
+    /// The version of the log the provider reads.
+    version: u64,
+    /// The table's state, brought up to date from its log before each query.
+    delta: Arc<tokio::sync::Mutex<DeltaTable>>,
 }
 
 /// How every Delta table is scanned: plain `Utf8`/`Binary` (clients cannot read view types) and
@@ -182,7 +143,7 @@ fn delta_scan(
 ) -> Result<(u64, Arc<dyn TableProvider>)> {
     let snapshot = table.snapshot().map_err(|e| Error::delta(dir, e))?;
     let version = snapshot.version();
-    if let Some(previous) = previous.filter(|p| p.source == Source::Delta { version }) {
+    if let Some(previous) = previous.filter(|p| p.version == version) {
         return Ok((version, Arc::clone(&previous.provider)));
     }
     let scan = DeltaScanNext::new(snapshot.snapshot().clone(), delta_scan_config())?;
@@ -196,16 +157,15 @@ fn delta_entry(
 ) -> Arc<LoadedTable> {
     Arc::new(LoadedTable {
         provider,
-        source: Source::Delta { version },
-        loaded_at: Instant::now(),
-        delta: Some(state),
+        version,
+        delta: state,
     })
 }
 
 /// Brings a loaded Delta table up to its latest commit: reads only the commits after the
 /// version it is at (or the newest checkpoint), and rebuilds the provider when one was found.
 async fn delta_refreshed(dir: &Path, loaded: &LoadedTable) -> Result<Arc<LoadedTable>> {
-    let state = Arc::clone(loaded.delta.as_ref().expect("a Delta table has its state"));
+    let state = Arc::clone(&loaded.delta);
     let mut table = state.lock().await;
     table
         .update_incremental(None)
@@ -216,14 +176,14 @@ async fn delta_refreshed(dir: &Path, loaded: &LoadedTable) -> Result<Arc<LoadedT
     Ok(delta_entry(version, provider, state))
 }
 
-/// One schema (`stage` or `analytics`): its tables are the table-named folders below it.
+/// One schema: its tables are the table-named folders below it that hold a Delta table.
 #[derive(Debug)]
 pub struct LakeSchema {
     lake: Lake,
     name: String,
-    options: LakeCatalogOptions,
-    state: SessionState,
     tables: RwLock<BTreeMap<String, Arc<LoadedTable>>>,
+    /// Folders named in a warning already (data files without a Delta log).
+    warned: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl LakeSchema {
@@ -286,48 +246,45 @@ impl LakeSchema {
             .cloned()
     }
 
-    /// Loads `name`, reusing `previous` when its source has not changed. `None` when the folder
-    /// holds no data file yet.
+    /// Loads `name`, or brings `previous` up to date. `None` when the folder holds no Delta
+    /// table.
     async fn load(
         &self,
         name: &str,
         previous: Option<&LoadedTable>,
     ) -> Result<Option<Arc<LoadedTable>>> {
         let dir = self.table_dir(name);
-        if let Some(previous) = previous.filter(|p| p.delta.is_some()) {
+        if let Some(previous) = previous {
             return delta_refreshed(&dir, previous).await.map(Some);
         }
         if let Some(table) = self.lake.open_delta(&dir).await? {
             return delta_loaded(&dir, table).map(Some);
         }
-        let Some(partitions) = self.partition_columns(&dir).await? else {
-            return Ok(None);
-        };
-        let source = Source::Append {
-            partitions: partitions.clone(),
-        };
-        if let Some(previous) = previous
-            .filter(|p| p.source == source && p.loaded_at.elapsed() < self.options.schema_ttl)
-        {
-            return Ok(Some(Arc::new(LoadedTable {
-                provider: Arc::clone(&previous.provider),
-                source,
-                loaded_at: previous.loaded_at,
-                delta: None,
-            })));
+        self.warn_old_layout(name, &dir).await;
+        Ok(None)
+    }
+
+    /// Names a folder that holds Parquet files but no Delta log, once.
+    async fn warn_old_layout(&self, name: &str, dir: &Path) {
+        if self.warned.lock().expect("lock poisoned").contains(name) {
+            return;
         }
-        let url = data_files_in(&dir)?;
-        let config =
-            ListingTableConfig::new(url).with_listing_options(listing_options(&partitions));
-        let provider = self.build(config).await?;
-        Ok(provider.map(|provider| {
-            Arc::new(LoadedTable {
-                provider,
-                source,
-                loaded_at: Instant::now(),
-                delta: None,
-            })
-        }))
+        let mut listing = self.lake.store().list(Some(dir));
+        while let Some(Ok(meta)) = futures::StreamExt::next(&mut listing).await {
+            if meta.location.filename().is_some_and(layout::is_data_file) {
+                tracing::warn!(
+                    table = %format!("{}.{name}", self.name),
+                    folder = %dir,
+                    "this folder holds Parquet files but no Delta log (a lake from before the \
+                     move to Delta Lake); it is not served: run `shop-analytics lake convert`"
+                );
+                self.warned
+                    .lock()
+                    .expect("lock poisoned")
+                    .insert(name.to_string());
+                return;
+            }
+        }
     }
 
     /// The folder of table `name`: `<schema>/<name>`, or for dead letters (`<table>_rejected`)
@@ -338,101 +295,6 @@ impl LakeSchema {
             None => layout::table_dir(&self.name, name),
         }
     }
-
-    /// Infers the file schema and builds the table. A partition column that the files also
-    /// store (`analytics` tables keep `dt` in the file, first) is read from the files.
-    async fn build(&self, config: ListingTableConfig) -> Result<Option<Arc<dyn TableProvider>>> {
-        let config = config.infer_schema(&self.state).await?;
-        let (Some(file_schema), Some(options)) =
-            (config.file_schema.clone(), config.options.clone())
-        else {
-            return Ok(None);
-        };
-        if file_schema.fields().is_empty() {
-            // No data file yet: the table appears with its first file.
-            return Ok(None);
-        }
-        let partitions: Vec<String> = options
-            .table_partition_cols
-            .iter()
-            .map(|(name, _)| name.clone())
-            .filter(|name| file_schema.field_with_name(name).is_err())
-            .collect();
-        let config = ListingTableConfig::new_with_multi_paths(config.table_paths)
-            .with_listing_options(listing_options(&partitions))
-            .with_schema(file_schema);
-        Ok(Some(Arc::new(ListingTable::try_new(config)?)))
-    }
-
-    /// Hive partition columns, found by following the first `key=value` folder at each level.
-    /// `None` when the folder holds nothing at all (no such table).
-    async fn partition_columns(&self, dir: &Path) -> Result<Option<Vec<String>>> {
-        let mut columns = Vec::new();
-        let mut current = dir.clone();
-        for _ in 0..4 {
-            let listing = self
-                .lake
-                .store()
-                .list_with_delimiter(Some(&current))
-                .await
-                .map_err(|e| Error::store(&current, e))?;
-            if columns.is_empty()
-                && listing.objects.is_empty()
-                && listing.common_prefixes.is_empty()
-            {
-                return Ok(None);
-            }
-            let next = listing.common_prefixes.iter().find_map(|p| {
-                let segment = p.filename()?;
-                let (key, _) = layout::partition_segment(segment)?;
-                Some((key.to_string(), p.clone()))
-            });
-            match next {
-                Some((key, path)) => {
-                    columns.push(key);
-                    current = path;
-                }
-                None => break,
-            }
-        }
-        Ok(Some(columns))
-    }
-}
-
-/// [`layout::is_data_file`] as a glob, for DataFusion's listing.
-fn data_file_pattern() -> glob::Pattern {
-    glob::Pattern::new("[!_.]*.parquet").expect("a valid pattern")
-}
-
-/// The data files below `folder`. Names starting with `_` or `.` are manifests, dead letters and
-/// uploads in flight. With DataFusion's default of ignoring subfolders that are not `key=value`
-/// partitions, the pattern applies to file names in the folder or in partition folders, and any
-/// other folder (`_rejected/`, `.tmp/`) is skipped.
-fn data_files_in(folder: &Path) -> Result<ListingTableUrl> {
-    let url = url::Url::parse(&format!("{}/", Lake::url_of(folder)))
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    Ok(ListingTableUrl::try_new(url, Some(data_file_pattern()))?)
-}
-
-/// Listing options of every lake table: Parquet without view types (clients cannot read
-/// `Utf8View`), `dt` partitions as dates, other partitions as text.
-fn listing_options(partitions: &[String]) -> ListingOptions {
-    let format = ParquetFormat::default().with_force_view_types(false);
-    ListingOptions::new(Arc::new(format))
-        .with_file_extension(".parquet")
-        .with_table_partition_cols(
-            partitions
-                .iter()
-                .map(|p| {
-                    let ty = if p == "dt" {
-                        DataType::Date32
-                    } else {
-                        DataType::Utf8
-                    };
-                    (p.clone(), ty)
-                })
-                .collect(),
-        )
 }
 
 #[async_trait]
@@ -448,10 +310,7 @@ impl SchemaProvider for LakeSchema {
 
     async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
         if let Some(table) = self.cached(name) {
-            if table.delta.is_none() {
-                return Ok(Some(Arc::clone(&table.provider)));
-            }
-            // A Delta table serves its latest commit to every query.
+            // A table serves its latest commit to every query.
             let fresh = delta_refreshed(&self.table_dir(name), &table)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -494,7 +353,7 @@ mod delta_tests {
     use crate::delta::{CommitInfo, Mode};
     use crate::store::LakeConfig;
     use arrow::array::{Int64Array, RecordBatch, StringArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{DataType, Field, Schema};
 
     fn batch(ids: Vec<i64>) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -542,7 +401,6 @@ mod delta_tests {
             lake.clone(),
             LakeCatalogOptions {
                 refresh_interval: Duration::from_secs(3600),
-                schema_ttl: Duration::from_secs(3600),
             },
         );
         catalog.refresh().await.unwrap();

@@ -135,6 +135,11 @@ pub struct CommitInfo {
     /// Kafka partition and its last offset. A commit whose transaction id was also committed
     /// by someone else since this writer read the table fails instead of landing.
     pub transactions: Vec<(String, i64)>,
+    /// The versions application transactions must be at when this writer commits (`None`:
+    /// never committed). A writer that finds another version (a worker whose partition another
+    /// worker took over and committed) fails with [`Error::Fenced`] instead of committing; one
+    /// that loses the race to such a commit fails on the conflict.
+    pub expected: Vec<(String, Option<i64>)>,
     /// Free-form values kept in the commit's `commitInfo` (such as an export watermark).
     pub metadata: HashMap<String, serde_json::Value>,
 }
@@ -176,6 +181,19 @@ impl Lake {
         Ok(Some(delta))
     }
 
+    /// The version of application transaction `app_id` in the table in folder `dir`; `None`
+    /// when the table or the transaction does not exist.
+    pub async fn transaction_version(&self, dir: &Path, app_id: &str) -> Result<Option<i64>> {
+        let Some(delta) = self.open_delta(dir).await? else {
+            return Ok(None);
+        };
+        let state = delta.snapshot().map_err(|e| Error::delta(dir, e))?;
+        state
+            .transaction_version(delta.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| Error::delta(dir, e))
+    }
+
     /// True when folder `dir` has a Delta log (one LIST of `_delta_log/`, stopped at the first
     /// object).
     pub async fn has_delta_log(&self, dir: &Path) -> Result<bool> {
@@ -209,6 +227,21 @@ impl Lake {
         loop {
             attempt += 1;
             let delta = self.table_for_write(dir, &schema, partitions).await?;
+            for (id, expected) in &commit.expected {
+                let state = delta.snapshot().map_err(|e| Error::delta(dir, e))?;
+                let found = state
+                    .transaction_version(delta.log_store().as_ref(), id)
+                    .await
+                    .map_err(|e| Error::delta(dir, e))?;
+                if found != *expected {
+                    return Err(Error::Fenced {
+                        table: dir.to_string(),
+                        app_id: id.clone(),
+                        expected: *expected,
+                        found,
+                    });
+                }
+            }
             let properties = CommitProperties::default()
                 .with_metadata(commit.metadata.clone())
                 .with_application_transactions(
@@ -470,6 +503,7 @@ mod tests {
         let commit = CommitInfo {
             transactions: vec![("group-topic-0".into(), 41)],
             metadata: HashMap::from([("watermark".into(), serde_json::json!("2026-01-01"))]),
+            ..CommitInfo::default()
         };
         lake.write_delta(&dir, &[], vec![batch(&[1], &[1])], Mode::Append, commit)
             .await
@@ -565,5 +599,104 @@ mod tests {
         assert!(matches!(err, Error::OldLayout { .. }), "{err}");
         assert!(err.to_string().contains("lake convert"), "{err}");
         assert!(lake.open_delta(&table).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_writer_whose_partition_moved_on_fails_and_its_rows_never_land() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two processes: the worker that lost the partition and its new owner.
+        let (stale, owner) = (lake_at(dir.path()), lake_at(dir.path()));
+        let table = Path::from("stage/t");
+        let commit = |version: i64, expected: Option<i64>| CommitInfo {
+            transactions: vec![("group-topic-0".into(), version)],
+            expected: vec![("group-topic-0".into(), expected)],
+            ..CommitInfo::default()
+        };
+        stale
+            .write_delta(
+                &table,
+                &[],
+                vec![batch(&[1], &[1])],
+                Mode::Append,
+                commit(9, None),
+            )
+            .await
+            .unwrap();
+        // The stale worker's view of the table, before the new owner commits.
+        let before = stale.open_delta(&table).await.unwrap().unwrap();
+        owner
+            .write_delta(
+                &table,
+                &[],
+                vec![batch(&[2], &[2])],
+                Mode::Append,
+                commit(19, Some(9)),
+            )
+            .await
+            .unwrap();
+        // The stale worker still expects 9: checked against the latest version, it is fenced.
+        let err = stale
+            .write_delta(
+                &table,
+                &[],
+                vec![batch(&[3], &[3])],
+                Mode::Append,
+                commit(19, Some(9)),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Fenced {
+                    found: Some(19),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.is_conflict());
+        // A commit based on the version read before the new owner's (the race between the check
+        // and the commit) fails on the conflict of the same transaction id.
+        let raced = before
+            .write(vec![batch(&[4], &[4])])
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_application_transaction(Transaction::new("group-topic-0", 29)),
+            )
+            .await;
+        let Err(raced) = raced else {
+            panic!("the raced commit landed");
+        };
+        let err = Error::delta(&table, raced);
+        assert!(err.is_conflict(), "{err}");
+        assert_eq!(rows(&stale, &table).await, vec![(1, 1), (2, 2)]);
+        assert_eq!(
+            owner
+                .transaction_version(&table, "group-topic-0")
+                .await
+                .unwrap(),
+            Some(19)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_without_rows_still_records_its_transaction() {
+        let (_dir, lake) = lake();
+        let table = Path::from("stage/t");
+        let empty = RecordBatch::new_empty(batch(&[], &[]).schema());
+        let commit = CommitInfo {
+            transactions: vec![("g-t-1".into(), 41)],
+            expected: vec![("g-t-1".into(), None)],
+            ..CommitInfo::default()
+        };
+        lake.write_delta(&table, &["dt"], vec![empty], Mode::Append, commit)
+            .await
+            .unwrap();
+        assert_eq!(
+            lake.transaction_version(&table, "g-t-1").await.unwrap(),
+            Some(41)
+        );
+        assert!(rows(&lake, &table).await.is_empty());
     }
 }

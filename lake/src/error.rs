@@ -37,6 +37,17 @@ pub enum Error {
     )]
     OldLayout { table: String, file: String },
 
+    #[error(
+        "another writer committed {app_id} to {table} (at version {found:?}; this writer expected \
+         {expected:?}): its source partition is owned by another worker now"
+    )]
+    Fenced {
+        table: String,
+        app_id: String,
+        expected: Option<i64>,
+        found: Option<i64>,
+    },
+
     #[error("Delta table at {table}: {message}")]
     DeltaState { table: String, message: String },
 
@@ -59,6 +70,25 @@ impl Error {
         Self::DeltaState {
             table: dir.to_string(),
             message: message.into(),
+        }
+    }
+
+    /// True when a commit lost to another writer's: a concurrent commit of the same
+    /// application transaction, or one that changed what this commit was based on.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Self::Fenced { .. } => true,
+            Self::Delta { cause, .. } => matches!(
+                cause.as_ref(),
+                deltalake::errors::DeltaTableError::VersionAlreadyExists(_)
+                    | deltalake::errors::DeltaTableError::Transaction {
+                        source: deltalake::kernel::transaction::TransactionError::CommitConflict(_)
+                            | deltalake::kernel::transaction::TransactionError::VersionAlreadyExists(
+                                _
+                            )
+                    }
+            ),
+            _ => false,
         }
     }
 

@@ -1,15 +1,13 @@
 //! The lake's layout contract (see `docs/LAKE.md`).
 //!
 //! ```text
-//! <root>/stage/<table>/_manifest.json            snapshot tables: the manifest names the live files
-//! <root>/stage/<table>/<snapshot-id>/part-N.parquet
-//! <root>/stage/purchases/dt=YYYY-MM-DD/*.parquet  append tables: every Parquet file below the folder
-//! <root>/analytics/<table>/dt=YYYY-MM-DD/*.parquet
-//! <root>/system/refresh_runs/*.parquet             run history of the analytics refresh
+//! <root>/<schema>/<table>/_delta_log/               every table is a Delta table
+//! <root>/<schema>/<table>/[dt=YYYY-MM-DD/]*.parquet its data files, named by the log
+//! <root>/<schema>/_rejected/<table>/                the dead letters of <table>, a Delta table too
 //! ```
 //!
-//! Names that start with `_` or `.` are never tables or data files: they hold manifests, dead
-//! letters and in-flight uploads.
+//! Names that start with `_` or `.` are never tables or data files: they hold Delta logs and
+//! dead letters.
 
 use object_store::path::Path;
 
@@ -53,17 +51,6 @@ pub const DEAD_LETTERS: &str = "_rejected";
 /// Suffix of the table name that serves a table's dead letters.
 pub const DEAD_LETTER_SUFFIX: &str = "_rejected";
 
-/// A Hive-style partition folder name `key=value`, split; `None` for anything else.
-pub fn partition_segment(segment: &str) -> Option<(&str, &str)> {
-    let (key, value) = segment.split_once('=')?;
-    (is_table_name(key) && !value.is_empty()).then_some((key, value))
-}
-
-/// The folder of one day of a date-partitioned table: `<schema>/<table>/dt=YYYY-MM-DD`.
-pub fn day_dir(schema: &str, table: &str, day: chrono::NaiveDate) -> Path {
-    table_dir(schema, table).join(format!("dt={}", day.format("%Y-%m-%d")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,12 +69,6 @@ mod tests {
 
     #[test]
     fn partitions_and_hidden_names() {
-        assert_eq!(
-            partition_segment("dt=2026-01-02"),
-            Some(("dt", "2026-01-02"))
-        );
-        assert_eq!(partition_segment("dt="), None);
-        assert_eq!(partition_segment("snapshot-1"), None);
         assert!(is_hidden("_manifest.json"));
         assert!(is_hidden(".part-0.parquet.tmp"));
         assert!(!is_hidden("part-0.parquet"));
@@ -96,10 +77,5 @@ mod tests {
         assert!(!is_data_file("_manifest.json"));
         assert!(!is_data_file("_x.parquet"));
         assert!(!is_data_file("notes.txt"));
-        let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 4).unwrap();
-        assert_eq!(
-            day_dir("analytics", "daily_sales", day).as_ref(),
-            "analytics/daily_sales/dt=2026-03-04"
-        );
     }
 }

@@ -232,7 +232,10 @@ async fn clickhouse_insert_and_select() {
 
 /// The whole spine on S3: the demo shop written to a bucket, served by the Flight SQL server,
 /// queried by a Flight SQL client; the count equals what the generator wrote.
-#[tokio::test]
+// Multi-threaded like the binary: delta-rs' kernel waits synchronously for some reads (a
+// checkpoint's footer), which on a single-threaded runtime would block the thread that drives
+// the S3 client's connections.
+#[tokio::test(flavor = "multi_thread")]
 async fn flight_sql_serves_a_lake_on_s3() {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;

@@ -1,16 +1,13 @@
 """Reading the lake's Parquet files directly, for an independent reference engine (DuckDB).
 
-The lake layout (see lake/src/layout.rs):
+The lake layout (see lake/src/layout.rs): every table is a Delta table,
 
-    <lake>/stage/<table>/_manifest.json              snapshot tables: the manifest lists the live files
-    <lake>/stage/<table>/<snapshot-id>/part-N.parquet
-    <lake>/stage/purchases/dt=YYYY-MM-DD/*.parquet   append tables: every Parquet file below the folder
-    <lake>/analytics/<table>/_delta_log/             Delta tables: the log names the live files
-    <lake>/analytics/<table>/dt=YYYY-MM-DD/*.parquet
+    <lake>/<schema>/<table>/_delta_log/               the log names the live files
+    <lake>/<schema>/<table>/[dt=YYYY-MM-DD/]*.parquet
 
-Names starting with ``_`` or ``.`` are never data files. A Delta table's live files are found
-here by replaying its log by hand (JSON commits, and the last checkpoint when there is one),
-so this reference does not share delta-rs' reading of it.
+Names starting with ``_`` or ``.`` are never tables. A table's live files are found here by
+replaying its log by hand (JSON commits, and the last checkpoint when there is one), so this
+reference does not share delta-rs' reading of it.
 """
 
 from __future__ import annotations
@@ -52,26 +49,35 @@ def delta_files(table_dir: Path) -> list[Path]:
     return sorted(table_dir / unquote(p) for p in live)
 
 
+def delta_transactions(table_dir: Path) -> dict[str, int]:
+    """Application transactions of the Delta table in ``table_dir`` (app id → version): a replay
+    of its log's ``txn`` actions."""
+    log = table_dir / "_delta_log"
+    txns: dict[str, int] = {}
+    start = -1
+    last = log / "_last_checkpoint"
+    if last.is_file():
+        start = json.loads(last.read_text())["version"]
+        for part in sorted(log.glob(f"{start:020d}.checkpoint*.parquet")):
+            for t in pq.read_table(part, columns=["txn"]).column("txn").to_pylist():
+                if t:
+                    txns[t["appId"]] = t["version"]
+    for commit in sorted(log.glob("*.json")):
+        if int(commit.stem) <= start:
+            continue
+        for line in commit.read_text().splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "txn" in action:
+                txns[action["txn"]["appId"]] = action["txn"]["version"]
+    return txns
+
+
 def table_files(lake: Path, schema: str, table: str) -> list[Path]:
-    """The live Parquet files of a table: the Delta log's files, the manifest's list, else every
-    visible Parquet file."""
+    """The live Parquet files of a table, from its Delta log (none when it has no log)."""
     table_dir = Path(lake) / schema / table
     if (table_dir / "_delta_log").is_dir():
         return delta_files(table_dir)
-    manifest = table_dir / "_manifest.json"
-    if manifest.is_file():
-        doc = json.loads(manifest.read_text())
-        files = []
-        for entry in doc["files"]:
-            # Entries are {"path": ..., "size": ..., "rows": ...}; plain strings are accepted too.
-            rel = entry["path"] if isinstance(entry, dict) else entry
-            files.append(table_dir / rel)
-        return sorted(files)
-    return sorted(
-        p
-        for p in table_dir.rglob("*.parquet")
-        if p.is_file() and not _hidden(p.relative_to(table_dir))
-    )
+    return []
 
 
 def tables(lake: Path) -> dict[str, list[str]]:

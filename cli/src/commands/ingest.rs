@@ -178,10 +178,10 @@ pub async fn kafka(args: IngestKafkaArgs, file: Option<&Path>) -> anyhow::Result
     );
     super::run_until_signal("Kafka worker", move |stop| worker.run(stop)).await?;
     eprintln!(
-        "Stopped: {} purchases, {} dead letters in {} files.",
+        "Stopped: {} purchases, {} dead letters in {} commits.",
         metrics.rows.load(std::sync::atomic::Ordering::Relaxed),
         metrics.rejected.load(std::sync::atomic::Ordering::Relaxed),
-        metrics.files.load(std::sync::atomic::Ordering::Relaxed)
+        metrics.commits.load(std::sync::atomic::Ordering::Relaxed)
     );
     Ok(())
 }

@@ -71,12 +71,13 @@ pub struct GlobalArgs {
     pub config: Option<PathBuf>,
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info,shop_server=debug"). PostgreSQL's
     /// NOTICE messages are logged by sqlx at info, and the Delta Lake crates log every snapshot
-    /// they load at info: the default keeps those at warn.
+    /// they load at info (and every binary column they keep no statistics for at warn): the
+    /// default keeps those quiet.
     #[arg(
         long,
         global = true,
         env = "SHOP_LOG",
-        default_value = "info,sqlx=warn,buoyant_kernel=warn,deltalake_core=warn",
+        default_value = "info,sqlx=warn,buoyant_kernel=warn,deltalake_core=warn,deltalake_core::writer::stats=error",
         value_name = "FILTER"
     )]
     pub log_filter: String,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, Int32Array, Int64Array, StringArray};
 use rand::{Rng, SeedableRng};
 use shop_ingest::kafka::generate::{self, Expected};
-use shop_ingest::kafka::read_marker;
+use shop_ingest::kafka::next_offset;
 use shop_lake::{Lake, LakeCatalog, LakeCatalogOptions, LakeConfig, session};
 use shop_test_support::{KAFKA_SESSION_TIMEOUT_MS, TestBucket, TestTopic};
 
@@ -19,6 +19,7 @@ const PARTITIONS: i32 = 4;
 
 struct Setup {
     topic: TestTopic,
+    group: String,
     bucket: TestBucket,
     lake_config: LakeConfig,
     lake: Lake,
@@ -44,6 +45,7 @@ async fn setup(events: u64) -> Option<Setup> {
         .await
         .unwrap();
     Some(Setup {
+        group: format!("{}-group", topic.name()),
         topic,
         bucket,
         lake_config,
@@ -90,7 +92,8 @@ impl Setup {
             )
             .env(
                 "SHOP_LOG",
-                std::env::var("SHOP_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("SHOP_TEST_WORKER_LOG")
+                    .unwrap_or_else(|_| "warn,deltalake_core::writer::stats=error".into()),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -98,13 +101,13 @@ impl Setup {
             .expect("the worker starts")
     }
 
-    /// Messages below the markers, summed over the partitions.
+    /// Messages committed to the lake (their partitions' transaction versions in
+    /// `stage.purchases`), summed over the partitions.
     async fn written(&self) -> i64 {
         let mut total = 0;
         for p in 0..PARTITIONS {
-            if let Some(m) = read_marker(&self.lake, self.topic.name(), p).await.unwrap() {
-                total += m.next_offset;
-            }
+            let next = next_offset(&self.lake, &self.group, self.topic.name(), p);
+            total += next.await.unwrap().unwrap_or(0);
         }
         total
     }
@@ -199,9 +202,9 @@ async fn killed_workers_neither_lose_nor_duplicate_events() {
     let Some(setup) = setup(EVENTS).await else {
         return;
     };
-    let group = format!("{}-group", setup.topic.name());
+    let group = setup.group.clone();
     // Kill points: random amounts of written messages, so every kill lands mid-stream, between
-    // or inside flushes (the marker is polled every 20 ms while the worker writes).
+    // or inside flushes (the lake's progress is polled every 20 ms while the worker writes).
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
     let mut targets: Vec<u64> = (0..6)
         // A worker writes up to ~25k messages between a target and its kill (four partitions
@@ -238,7 +241,7 @@ async fn a_worker_leaving_the_group_mid_stream_loses_and_duplicates_nothing() {
     let Some(setup) = setup(EVENTS).await else {
         return;
     };
-    let group = format!("{}-group", setup.topic.name());
+    let group = setup.group.clone();
     let first = setup.spawn_worker(&group);
     let second = setup.spawn_worker(&group);
     // Both members hold partitions once some, but not all, data is written.

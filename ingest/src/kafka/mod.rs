@@ -4,27 +4,24 @@
 //! - One consumer of a group, polled on one thread. Messages are decoded and validated as they
 //!   arrive and buffered per partition; a partition's buffer is flushed when it holds
 //!   `flush_rows` rows or `flush_bytes` bytes, or its oldest message waited `flush_interval`.
-//! - A flush of partition `p` covering offsets `start..=end` writes one Parquet object per
-//!   purchase day, `stage/purchases/dt=D/part+<topic>+<p>+<start>+<end>.parquet`, and the dead
-//!   letters of the range to `stage/_rejected/purchases/…` (same name). Each is one PUT.
-//! - The lake, not Kafka, is the source of truth for progress: a small marker per partition,
-//!   `stage/purchases/_offsets/<topic>/<p>.json`, holds the next offset to write. A flush first
-//!   records the files it is about to write as *pending*, then writes them, then moves
-//!   `next_offset` past `end` and clears *pending*, and only then commits `end + 1` to Kafka.
-//! - When a partition is assigned (start, restart, rebalance), it starts at its marker's
-//!   `next_offset` (not the group's commit), files left pending by a crash are deleted, and
-//!   messages below `next_offset` are skipped. So a crash at
-//!   any point neither loses a message (nothing is committed before it is durable) nor writes one
-//!   twice (a replayed message below the marker is skipped; one above it was never made visible
-//!   except in pending files, which are removed before the range is written again).
-//! - Flushes run between polls, so a rebalance (which happens inside `poll`) never meets a flush
-//!   in progress; revoked partitions drop their unwritten buffers, and the next owner re-reads
-//!   them from the marker. Marker writes are conditional on the version last seen (on S3), so a
-//!   worker fenced out of its group cannot overwrite a new owner's progress.
+//! - A flush of partition `p` covering offsets `start..=end` is one Delta commit to
+//!   `stage.purchases` (partitioned by `dt`) that carries the application transaction
+//!   `(group, topic, p) = end`, preceded, when the range has invalid events, by one commit of
+//!   its dead letters to `stage/_rejected/purchases` with the same transaction id.
+//! - The lake, not Kafka, is the source of truth for progress: when a partition is assigned
+//!   (start, restart, rebalance), it starts after the transaction version in `stage.purchases`;
+//!   the group's committed offset is only a report. A crash before the data commit replays the
+//!   range; its dead letters are written again only above the dead-letter table's own version
+//!   for the partition. So a crash at any point neither loses a message nor writes one twice.
+//! - Each data commit first checks that the partition's transaction is still at the version this
+//!   worker committed last; a worker fenced out of its group without noticing finds the new
+//!   owner's version and stops writing the partition, and one that races the new owner's
+//!   commit loses on the conflict of the same transaction id (Delta's optimistic concurrency,
+//!   conditional PUT on S3).
 //! - A repeated `purchase_id` (a retried send) within [`DEDUP_WINDOW`] of the first copy is a
 //!   dead letter with reason `duplicate purchase_id`: events are keyed by `purchase_id`, so
-//!   every copy lands in the same partition, and the marker names the partition's files of the
-//!   window, whose ids a new owner loads.
+//!   every copy lands in the same partition, and a new owner loads the ids of the files
+//!   committed in the window.
 
 pub mod generate;
 
@@ -43,12 +40,6 @@ pub enum Error {
     Kafka(#[from] shop_kafka::Error),
     #[error(transparent)]
     Lake(#[from] shop_lake::Error),
-    #[error("the offsets marker {path} is corrupt")]
-    Marker {
-        path: String,
-        #[source]
-        source: serde_json::Error,
-    },
     #[error("Parquet of {path}")]
     Parquet {
         path: String,
@@ -91,17 +82,17 @@ pub struct Metrics {
     pub rows: AtomicU64,
     /// Dead letters written.
     pub rejected: AtomicU64,
-    /// Parquet objects written (data and dead letters).
-    pub files: AtomicU64,
+    /// Delta commits (data and dead letters).
+    pub commits: AtomicU64,
     /// Flushes completed.
     pub flushes: AtomicU64,
     /// Messages behind the high watermark, summed over the assigned partitions (-1: unknown).
     pub lag: AtomicI64,
 }
 
-mod marker;
 mod partition;
+mod progress;
 mod worker;
 
-pub use marker::{DEDUP_WINDOW, Marker, marker_path, object_name, read_marker, rejected_dir};
+pub use progress::{DEDUP_WINDOW, app_id, data_dir, next_offset, rejected_dir};
 pub use worker::Worker;

@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use object_store::UpdateVersion;
 use shop_types::purchases::{PurchaseBatch, Rejected};
 
-use super::marker::{DEDUP_WINDOW, unix_now};
+use super::progress::{DEDUP_WINDOW, unix_now};
 
 /// What one partition holds between flushes.
 pub(super) struct PartitionState {
@@ -24,24 +23,18 @@ pub(super) struct PartitionState {
     pub(super) known: HashSet<u128>,
     /// When each id of `known` arrived, oldest first, to forget them after the window.
     pub(super) known_since: std::collections::VecDeque<(i64, u128)>,
-    /// The marker's `recent` list.
-    pub(super) recent: Vec<(String, i64)>,
-    /// The marker's version as last read or written by this worker.
-    pub(super) version: Option<UpdateVersion>,
+    /// The partition's transaction version in `stage.purchases` as this worker last read or
+    /// committed it (`None`: never committed).
+    pub(super) committed: Option<i64>,
 }
 
 impl PartitionState {
     pub(super) fn new(recovered: Recovered) -> Self {
-        let Recovered {
-            next_offset,
-            version,
-            recent,
-            known,
-        } = recovered;
+        let Recovered { committed, known } = recovered;
         let now = unix_now();
         Self {
-            next_offset,
-            version,
+            next_offset: committed.map_or(0, |c| c + 1),
+            committed,
             first: None,
             last: -1,
             bytes: 0,
@@ -50,7 +43,6 @@ impl PartitionState {
             rejected: Vec::new(),
             known_since: known.iter().map(|id| (now, *id)).collect(),
             known: known.into_iter().collect(),
-            recent,
         }
     }
 
@@ -77,10 +69,8 @@ impl PartitionState {
 
 /// What a new owner of a partition starts from.
 pub(super) struct Recovered {
-    pub(super) next_offset: i64,
-    /// The marker's version, for the next conditional write (`None`: no marker yet).
-    pub(super) version: Option<UpdateVersion>,
-    /// The marker's recent files and their purchase_ids.
-    pub(super) recent: Vec<(String, i64)>,
+    /// The partition's transaction version in `stage.purchases`.
+    pub(super) committed: Option<i64>,
+    /// The purchase_ids of the files committed within the dedup window.
     pub(super) known: Vec<u128>,
 }

@@ -6,26 +6,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::array::{Array, StringArray};
 use chrono::Utc;
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use parquet::arrow::ArrowWriter;
 use rdkafka::Offset;
 use rdkafka::message::{BorrowedMessage, Message};
 use shop_kafka::{Flushed, Sink, StartOffset};
-use shop_lake::{Lake, layout};
-use shop_types::purchases::{self, Rejected};
+use shop_lake::Lake;
+use shop_lake::delta::{CommitInfo, Mode};
+use shop_types::purchases::{self, DAY_COLUMN, PurchaseBatch, Rejected, with_day};
 use shop_types::report::Report;
 use tokio::runtime::Handle;
 
-use super::marker::{
-    DEDUP_WINDOW, Marker, object_name, read_marker, read_marker_versioned, rejected_dir, unix_now,
-    write_marker,
-};
 use super::partition::{PartitionState, Recovered};
-use super::{Error, Metrics, Result, TABLE, WorkerConfig};
+use super::progress::{DEDUP_WINDOW, app_id, data_dir, next_offset, rejected_dir, unix_now};
+use super::{Error, Metrics, Result, WorkerConfig};
+
+/// Tries of a dead-letter commit that lost to a concurrent one (a worker that lost the
+/// partition committing the same range): each reads again which dead letters are committed.
+const DEAD_LETTER_ATTEMPTS: usize = 3;
 
 /// The worker: call [`Worker::run`] on a blocking thread.
 pub struct Worker {
@@ -53,64 +53,60 @@ impl Worker {
         shop_kafka::run(&config, &mut self, stop)
     }
 
-    /// Reads the partition's marker, deletes the files of an unfinished flush, and returns the
-    /// first offset not yet in the lake, the recent files and their purchase_ids.
-    fn recover(&self, partition: i32) -> Result<Recovered> {
-        let topic = self.config.consumer.topic.clone();
+    fn app_id(&self, partition: i32) -> String {
+        let consumer = &self.config.consumer;
+        app_id(&consumer.group, &consumer.topic, partition)
+    }
+
+    /// Reads where the partition stands in the lake: its transaction version in the purchases;
+    /// `known` are the purchase_ids committed within the dedup window.
+    fn recover(&self, partition: i32, known: &[u128]) -> Result<Recovered> {
+        let id = self.app_id(partition);
         self.handle.block_on(async {
-            let Some((mut marker, mut version)) =
-                read_marker_versioned(&self.lake, &topic, partition).await?
-            else {
-                return Ok(Recovered {
-                    next_offset: 0,
-                    version: None,
-                    recent: Vec::new(),
-                    known: Vec::new(),
-                });
+            let committed = self.lake.transaction_version(&data_dir(), &id).await?;
+            Ok(Recovered {
+                committed,
+                known: known.to_vec(),
+            })
+        })
+    }
+
+    /// The purchase_ids of the files of `stage.purchases` committed within the dedup window
+    /// (of every partition: ids of other partitions never repeat in this one, since events are
+    /// keyed by purchase_id).
+    fn recent_ids(&self) -> Result<Vec<u128>> {
+        self.handle.block_on(async {
+            let Some(table) = self.lake.open_delta(&data_dir()).await? else {
+                return Ok(Vec::new());
             };
-            if !marker.pending.is_empty() {
-                for file in &marker.pending {
-                    let path = Path::from(file.as_str());
-                    match self.lake.store().delete(&path).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(shop_lake::Error::store(&path, e).into()),
-                    }
-                }
-                tracing::warn!(
-                    partition,
-                    files = marker.pending.len(),
-                    "removed the files of a flush that did not finish; they are written again"
-                );
-                marker.pending.clear();
-                version = write_marker(&self.lake, &topic, partition, &marker, Some(&version))
-                    .await?
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "the offsets marker of partition {partition} changed during recovery: \
-                             another worker of the group writes it"
-                        ))
-                    })?;
-            }
-            let horizon = unix_now() - DEDUP_WINDOW.as_secs() as i64;
-            marker.recent.retain(|(_, at)| *at >= horizon);
+            let horizon_ms = (unix_now() - DEDUP_WINDOW.as_secs() as i64) * 1000;
+            let state = table
+                .snapshot()
+                .map_err(|e| shop_lake::Error::delta(data_dir(), e))?;
+            let recent: Vec<(Path, u64)> = state
+                .log_data()
+                .iter()
+                .filter(|f| f.modification_time() >= horizon_ms)
+                .map(|f| {
+                    let path = f
+                        .object_store_path()
+                        .parts()
+                        .fold(data_dir(), |dir, part| dir.join(part));
+                    (path, f.size().max(0) as u64)
+                })
+                .collect();
             let mut known = Vec::new();
-            for (file, _) in &marker.recent {
-                match read_ids(&self.lake, Path::from(file.as_str())).await {
+            for (path, size) in recent {
+                match read_ids(&self.lake, path.clone(), size).await {
                     Ok(ids) => known.extend(ids),
                     Err(e) => tracing::warn!(
-                        partition,
-                        file,
+                        file = %path,
                         cause = %Report(&e),
                         "cannot read the purchase ids of a recent file; repeats of them are not recognised"
                     ),
                 }
             }
-            Ok(Recovered {
-                next_offset: marker.next_offset,
-                version: Some(version),
-                recent: marker.recent,
-                known,
-            })
+            Ok(known)
         })
     }
 
@@ -165,91 +161,62 @@ impl Worker {
         Ok(())
     }
 
-    /// Writes one partition's buffer; `Some(next offset)` once it is in the lake, `None` when
+    /// Commits one partition's buffer; `Some(next offset)` once it is in the lake, `None` when
     /// another worker took the partition over.
     fn flush_partition(&mut self, partition: i32) -> Result<Option<i64>> {
-        let topic = self.config.consumer.topic.clone();
+        let id = self.app_id(partition);
         let state = self.partitions.get_mut(&partition).expect("assigned");
         let Some((start, _)) = state.first else {
             return Ok(None);
         };
         let end = state.last;
-        let name = object_name(&topic, partition, start, end);
-        let mut objects: Vec<(Path, RecordBatch)> = Vec::new();
+        let mut batches = Vec::new();
         let mut rows = 0;
         for (day, batch) in std::mem::take(&mut state.rows) {
             let batch = batch.finish();
             rows += batch.num_rows() as u64;
-            let path = layout::table_dir(layout::STAGE, TABLE)
-                .join(format!("dt={day}"))
-                .join(name.as_str());
-            objects.push((path, batch));
+            batches.push(with_day(&batch, day));
         }
-        let rejected = state.rejected.len() as u64;
-        if rejected > 0 {
-            objects.push((
-                rejected_dir().join(name.as_str()),
-                purchases::rejected_batch(&state.rejected),
-            ));
+        if batches.is_empty() {
+            // Only dead letters: the commit still records how far the partition is written.
+            let empty = PurchaseBatch::default().finish();
+            batches.push(with_day(&empty, Utc::now().date_naive()));
         }
-        let encoded = objects
-            .into_iter()
-            .map(|(path, batch)| encode(&path, &batch).map(|bytes| (path, bytes)))
-            .collect::<Result<Vec<_>>>()?;
+        let rejected = std::mem::take(&mut state.rejected);
+        let committed = state.committed;
         let lake = self.lake.clone();
-        let files = encoded.len() as u64;
-        let now = unix_now();
-        let horizon = now - DEDUP_WINDOW.as_secs() as i64;
-        let mut recent: Vec<(String, i64)> = state
-            .recent
-            .iter()
-            .filter(|(_, at)| *at >= horizon)
-            .cloned()
-            .collect();
-        recent.extend(
-            encoded
-                .iter()
-                .filter(|(p, _)| !p.as_ref().starts_with(rejected_dir().as_ref()))
-                .map(|(p, _)| (p.to_string(), now)),
-        );
-        let previous_recent = state.recent.clone();
-        let version = state.version.clone();
         let outcome = self.handle.block_on(async {
-            let pending = Marker {
-                next_offset: start,
-                pending: encoded.iter().map(|(p, _)| p.to_string()).collect(),
-                recent: previous_recent,
-            };
-            let Some(version) =
-                write_marker(&lake, &topic, partition, &pending, version.as_ref()).await?
-            else {
-                return Ok::<_, Error>(Err("before"));
-            };
-            for (path, bytes) in encoded {
-                lake.put_bytes(&path, bytes).await?;
+            let dead_letters = commit_dead_letters(&lake, &id, &rejected, end).await?;
+            let data = lake
+                .write_delta(
+                    &data_dir(),
+                    &[DAY_COLUMN],
+                    batches,
+                    Mode::Append,
+                    CommitInfo {
+                        transactions: vec![(id.clone(), end)],
+                        expected: vec![(id.clone(), committed)],
+                        ..CommitInfo::default()
+                    },
+                )
+                .await;
+            match data {
+                Ok(_) => Ok::<_, Error>(Ok(dead_letters)),
+                Err(e) if e.is_conflict() => Ok(Err(e)),
+                Err(e) => Err(e.into()),
             }
-            let done = Marker {
-                next_offset: end + 1,
-                pending: Vec::new(),
-                recent: recent.clone(),
-            };
-            Ok(
-                write_marker(&lake, &topic, partition, &done, Some(&version))
-                    .await?
-                    .ok_or("while"),
-            )
         })?;
-        let version = match outcome {
-            Ok(version) => version,
-            Err(when) => {
+        let written_rejected = match outcome {
+            Ok(written) => written,
+            Err(e) => {
                 // Another worker owns the partition now (this one was fenced out of the group
                 // without noticing): write nothing more for it.
                 tracing::error!(
                     partition,
                     start,
                     end,
-                    "the offsets marker changed {when} this flush: another worker took the \
-                     partition over; dropping it here"
+                    cause = %Report(&e),
+                    "another worker took the partition over; dropping it here"
                 );
                 self.partitions.remove(&partition);
                 return Ok(None);
@@ -257,37 +224,107 @@ impl Worker {
         };
         let state = self.partitions.get_mut(&partition).expect("assigned");
         state.next_offset = end + 1;
-        state.version = Some(version);
-        state.recent = recent;
+        state.committed = Some(end);
         state.clear_buffer();
         state.forget_old_ids();
         self.metrics.rows.fetch_add(rows, Ordering::Relaxed);
-        self.metrics.rejected.fetch_add(rejected, Ordering::Relaxed);
-        self.metrics.files.fetch_add(files, Ordering::Relaxed);
+        self.metrics
+            .rejected
+            .fetch_add(written_rejected.rows, Ordering::Relaxed);
+        self.metrics
+            .commits
+            .fetch_add(1 + written_rejected.commits, Ordering::Relaxed);
         self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(partition, start, end, rows, rejected, files, "flushed");
+        tracing::debug!(
+            partition,
+            start,
+            end,
+            rows,
+            rejected = written_rejected.rows,
+            "flushed"
+        );
         Ok(Some(end + 1))
+    }
+}
+
+/// What a dead-letter commit wrote.
+#[derive(Debug, Default)]
+struct DeadLetters {
+    rows: u64,
+    commits: u64,
+}
+
+/// Commits the dead letters of a flush that ends at `end` and that the dead-letter table does
+/// not hold yet (a flush whose data commit did not follow may have committed some of them).
+async fn commit_dead_letters(
+    lake: &Lake,
+    id: &str,
+    rejected: &[Rejected],
+    end: i64,
+) -> Result<DeadLetters> {
+    if rejected.is_empty() {
+        return Ok(DeadLetters::default());
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let through = lake.transaction_version(&rejected_dir(), id).await?;
+        let new: Vec<Rejected> = rejected
+            .iter()
+            .filter(|r| through.is_none_or(|t| r.offset > t))
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(DeadLetters::default());
+        }
+        let written = lake
+            .write_delta(
+                &rejected_dir(),
+                &[],
+                vec![purchases::rejected_batch(&new)],
+                Mode::Append,
+                CommitInfo {
+                    transactions: vec![(id.to_string(), end)],
+                    expected: vec![(id.to_string(), through)],
+                    ..CommitInfo::default()
+                },
+            )
+            .await;
+        match written {
+            Ok(_) => {
+                return Ok(DeadLetters {
+                    rows: new.len() as u64,
+                    commits: 1,
+                });
+            }
+            Err(e) if e.is_conflict() && attempt < DEAD_LETTER_ATTEMPTS => {
+                tracing::warn!(cause = %Report(&e), "dead-letter commit conflict; reading again what is committed");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
 impl Sink for Worker {
     type Error = Error;
 
-    /// Partitions start at the lake's `next_offset` (the beginning without a marker).
+    /// Partitions start after the offset committed in `stage.purchases` (the beginning when
+    /// nothing is).
     fn start_offsets(&self) -> StartOffset {
-        let (lake, topic, handle) = (
+        let (lake, group, topic, handle) = (
             self.lake.clone(),
+            self.config.consumer.group.clone(),
             self.config.consumer.topic.clone(),
             self.handle.clone(),
         );
         Box::new(
-            move |p| match handle.block_on(read_marker(&lake, &topic, p)) {
-                Ok(Some(marker)) => Offset::Offset(marker.next_offset),
+            move |p| match handle.block_on(next_offset(&lake, &group, &topic, p)) {
+                Ok(Some(next)) => Offset::Offset(next),
                 Ok(None) => Offset::Beginning,
                 Err(e) => {
-                    // Messages below the marker are skipped anyway; this only loses the jump
-                    // forward or back.
-                    tracing::error!(partition = p, cause = %Report(&e), "cannot read the offsets marker; starting at the committed offset");
+                    // Messages below the committed offset are skipped anyway; this only loses
+                    // the jump forward or back.
+                    tracing::error!(partition = p, cause = %Report(&e), "cannot read the partition's progress in the lake; starting at the group's offset");
                     Offset::Stored
                 }
             },
@@ -295,11 +332,15 @@ impl Sink for Worker {
     }
 
     fn assigned(&mut self, partitions: &[i32], _stop: &AtomicBool) -> Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let known = self.recent_ids()?;
         for &p in partitions {
-            let recovered = self.recover(p)?;
+            let recovered = self.recover(p, &known)?;
             tracing::info!(
                 partition = p,
-                next_offset = recovered.next_offset,
+                committed = recovered.committed,
                 recent_ids = recovered.known.len(),
                 "partition assigned"
             );
@@ -365,7 +406,7 @@ impl Sink for Worker {
             rows,
             rows_per_sec = (rows as f64 / elapsed.as_secs_f64().max(1e-3)) as u64,
             rejected = self.metrics.rejected.load(Ordering::Relaxed),
-            files = self.metrics.files.load(Ordering::Relaxed),
+            commits = self.metrics.commits.load(Ordering::Relaxed),
             flushes = self.metrics.flushes.load(Ordering::Relaxed),
             lag,
             "kafka ingest"
@@ -386,13 +427,8 @@ fn uuid_bits(id: &str) -> u128 {
     )
 }
 
-/// The purchase_ids of one data file (missing files, e.g. removed by hand, have none).
-async fn read_ids(lake: &Lake, path: Path) -> Result<Vec<u128>> {
-    let size = match lake.store().head(&path).await {
-        Ok(meta) => meta.size,
-        Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(shop_lake::Error::store(&path, e).into()),
-    };
+/// The purchase_ids of one data file.
+async fn read_ids(lake: &Lake, path: Path, size: u64) -> Result<Vec<u128>> {
     let parquet_err = |source| Error::Parquet {
         path: path.to_string(),
         source,
@@ -413,20 +449,4 @@ async fn read_ids(lake: &Lake, path: Path) -> Result<Vec<u128>> {
         ids.extend(column.iter().flatten().map(uuid_bits));
     }
     Ok(ids)
-}
-
-/// One Parquet object in memory (flushes are bounded by `flush_rows` / `flush_bytes`).
-fn encode(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>> {
-    let err = |source| Error::Parquet {
-        path: path.to_string(),
-        source,
-    };
-    let mut writer = ArrowWriter::try_new(
-        Vec::new(),
-        batch.schema(),
-        Some(shop_lake::writer::writer_properties()),
-    )
-    .map_err(err)?;
-    writer.write(batch).map_err(err)?;
-    writer.into_inner().map_err(err)
 }

@@ -377,7 +377,6 @@ async fn readers_see_the_old_or_the_new_snapshot_never_a_mix() {
         lake.clone(),
         LakeCatalogOptions {
             refresh_interval: Duration::from_millis(20),
-            ..Default::default()
         },
     );
     catalog.refresh().await.unwrap();
