@@ -591,14 +591,14 @@ pub async fn load(lake: &Lake, files: &[PathBuf], max_rejected: u64) -> Result<L
     )
     .await?;
     for chunk in products.chunks(64 * 1024) {
-        let batch = match products_batch(chunk) {
-            Ok(batch) => batch,
-            Err(e) => {
-                writer.abort().await;
-                return Err(e);
-            }
+        let written = match products_batch(chunk) {
+            Ok(batch) => writer.write(batch).await.map_err(Error::from),
+            Err(e) => Err(e),
         };
-        writer.write(batch).await?;
+        if let Err(e) = written {
+            // When the write failed first, its error is the cause.
+            return Err(writer.abort().await.map_or(e, Error::from));
+        }
     }
     let version = writer.commit().await?;
     Ok(LoadReport {

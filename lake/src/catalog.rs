@@ -7,7 +7,7 @@
 //! latest commit (the log is read incrementally from the version held, or from the newest
 //! checkpoint), through delta-rs' scan with partition pruning and file-statistics pruning. A
 //! folder of Parquet files without a log (a lake from before the move to Delta) is not served:
-//! it is named once in a warning that points to `shop-analytics lake convert`.
+//! it is named once in a warning.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, Weak};
@@ -276,7 +276,8 @@ impl LakeSchema {
                     table = %format!("{}.{name}", self.name),
                     folder = %dir,
                     "this folder holds Parquet files but no Delta log (a lake from before the \
-                     move to Delta Lake); it is not served: run `shop-analytics lake convert`"
+                     move to Delta Lake); it is not served (`lake convert` is not built yet: \
+                     write the table again into a new lake, see docs/LAKE.md)"
                 );
                 self.warned
                     .lock()

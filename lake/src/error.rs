@@ -48,6 +48,12 @@ pub enum Error {
         found: Option<i64>,
     },
 
+    #[error(
+        "another writer committed to {table} after version {base}, which this snapshot replaces; \
+         nothing was changed (run it again to start from the new version)"
+    )]
+    SnapshotConflict { table: String, base: u64 },
+
     #[error("Delta table at {table}: {message}")]
     DeltaState { table: String, message: String },
 
@@ -77,7 +83,7 @@ impl Error {
     /// application transaction, or one that changed what this commit was based on.
     pub fn is_conflict(&self) -> bool {
         match self {
-            Self::Fenced { .. } => true,
+            Self::Fenced { .. } | Self::SnapshotConflict { .. } => true,
             Self::Delta { cause, .. } => matches!(
                 cause.as_ref(),
                 deltalake::errors::DeltaTableError::VersionAlreadyExists(_)

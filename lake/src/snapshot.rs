@@ -199,6 +199,7 @@ impl SnapshotWriter {
             PROPERTIES_KEY.to_string(),
             serde_json::to_value(&properties).expect("string maps serialise"),
         )]);
+        let base_version = delta.version().unwrap_or(0);
         let write = delta
             .write(Vec::new())
             .with_input_plan(plan)
@@ -214,7 +215,17 @@ impl SnapshotWriter {
             .with_session_state(lake.write_session());
         let task_dir = dir.clone();
         let task = tokio::spawn(async move {
-            let written = write.await.map_err(|e| Error::delta(&task_dir, e))?;
+            let written = write.await.map_err(|e| match e {
+                // With no retries, a commit after the base version is reported as running out
+                // of attempts: for a snapshot that is the conflict it is.
+                deltalake::errors::DeltaTableError::Transaction {
+                    source: deltalake::kernel::transaction::TransactionError::MaxCommitAttempts(_),
+                } => Error::SnapshotConflict {
+                    table: task_dir.to_string(),
+                    base: base_version,
+                },
+                e => Error::delta(&task_dir, e),
+            })?;
             written
                 .version()
                 .ok_or_else(|| Error::delta_message(&task_dir, "no version after a commit"))
@@ -268,14 +279,27 @@ impl SnapshotWriter {
     }
 
     /// Abandons the snapshot: nothing is committed (files already written stay unreferenced
-    /// until a vacuum).
-    pub async fn abort(mut self) {
+    /// until a vacuum). Returns the write's own error when it had failed before (then a
+    /// [`write`](Self::write) said only that it stopped).
+    pub async fn abort(mut self) -> Option<Error> {
+        let failed_before = self.batches.is_closed();
         drop(self.batches);
         if let Some(decision) = self.decision.take() {
             let _ = decision.send(false);
         }
-        // The write ends with "abandoned"; that is the expected outcome.
-        let _ = self.task.await;
+        let result = self.task.await;
+        if !failed_before {
+            // The write ends with "abandoned"; that is the expected outcome.
+            return None;
+        }
+        match result {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(Error::delta_message(
+                &self.table,
+                format!("the snapshot's write task failed: {e}"),
+            )),
+        }
     }
 }
 
@@ -399,14 +423,27 @@ mod tests {
         BTreeMap::from([("watermark".to_string(), watermark.to_string())])
     }
 
+    /// A writer of `stage.t` replacing `base`, with the watermark `watermark`.
+    async fn writer(lake: &Lake, base: Option<&Snapshot>, watermark: &str) -> SnapshotWriter {
+        let schema = batch(0..0).schema();
+        SnapshotWriter::begin(lake, "stage", "t", schema, base, props(watermark))
+            .await
+            .unwrap()
+    }
+
+    /// `stage.t` with rows 0..3 committed with the watermark "a".
+    async fn three_rows(lake: &Lake) -> Snapshot {
+        let first = writer(lake, None, "a").await;
+        first.write(batch(0..3)).await.unwrap();
+        first.commit().await.unwrap();
+        read(lake, "stage", "t").await.unwrap().unwrap()
+    }
+
     #[tokio::test]
     async fn a_snapshot_replaces_the_whole_table_and_keeps_its_properties() {
         let (_dir, lake) = lake();
         assert!(read(&lake, "stage", "t").await.unwrap().is_none());
-        let first =
-            SnapshotWriter::begin(&lake, "stage", "t", batch(0..0).schema(), None, props("a"))
-                .await
-                .unwrap();
+        let first = writer(&lake, None, "a").await;
         first.write(batch(0..3)).await.unwrap();
         first.write(batch(3..5)).await.unwrap();
         assert_eq!(first.rows(), 5);
@@ -415,16 +452,7 @@ mod tests {
         assert_eq!(one.rows(), 5);
         assert_eq!(one.properties, props("a"));
 
-        let second = SnapshotWriter::begin(
-            &lake,
-            "stage",
-            "t",
-            batch(0..0).schema(),
-            Some(&one),
-            props("b"),
-        )
-        .await
-        .unwrap();
+        let second = writer(&lake, Some(&one), "b").await;
         second.write(batch(10..12)).await.unwrap();
         let version = second.commit().await.unwrap();
         let two = read(&lake, "stage", "t").await.unwrap().unwrap();
@@ -441,25 +469,10 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_snapshot_commits_nothing() {
         let (_dir, lake) = lake();
-        let writer =
-            SnapshotWriter::begin(&lake, "stage", "t", batch(0..0).schema(), None, props("a"))
-                .await
-                .unwrap();
-        writer.write(batch(0..3)).await.unwrap();
-        writer.commit().await.unwrap();
-        let before = read(&lake, "stage", "t").await.unwrap().unwrap();
-        let writer = SnapshotWriter::begin(
-            &lake,
-            "stage",
-            "t",
-            batch(0..0).schema(),
-            Some(&before),
-            props("b"),
-        )
-        .await
-        .unwrap();
+        let before = three_rows(&lake).await;
+        let writer = writer(&lake, Some(&before), "b").await;
         writer.write(batch(0..100)).await.unwrap();
-        writer.abort().await;
+        assert!(writer.abort().await.is_none());
         let after = read(&lake, "stage", "t").await.unwrap().unwrap();
         assert_eq!(after.version, before.version);
         assert_eq!(after.rows(), 3);
@@ -469,37 +482,14 @@ mod tests {
     #[tokio::test]
     async fn a_writer_based_on_a_version_that_was_replaced_meanwhile_fails_and_changes_nothing() {
         let (_dir, lake) = lake();
-        let writer =
-            SnapshotWriter::begin(&lake, "stage", "t", batch(0..0).schema(), None, props("a"))
-                .await
-                .unwrap();
-        writer.write(batch(0..3)).await.unwrap();
-        writer.commit().await.unwrap();
-        let base = read(&lake, "stage", "t").await.unwrap().unwrap();
-        let winner = SnapshotWriter::begin(
-            &lake,
-            "stage",
-            "t",
-            batch(0..0).schema(),
-            Some(&base),
-            props("w"),
-        )
-        .await
-        .unwrap();
-        let loser = SnapshotWriter::begin(
-            &lake,
-            "stage",
-            "t",
-            batch(0..0).schema(),
-            Some(&base),
-            props("l"),
-        )
-        .await
-        .unwrap();
+        let base = three_rows(&lake).await;
+        let winner = writer(&lake, Some(&base), "w").await;
+        let loser = writer(&lake, Some(&base), "l").await;
         winner.write(batch(0..7)).await.unwrap();
         loser.write(batch(0..9)).await.unwrap();
         winner.commit().await.unwrap();
         let err = loser.commit().await.unwrap_err();
+        assert!(err.is_conflict(), "{err}");
         assert!(err.to_string().contains("stage/t"), "{err}");
         let live = read(&lake, "stage", "t").await.unwrap().unwrap();
         assert_eq!(live.rows(), 7);
@@ -509,26 +499,25 @@ mod tests {
     #[tokio::test]
     async fn an_empty_snapshot_is_an_empty_table_with_its_schema() {
         let (_dir, lake) = lake();
-        let writer =
-            SnapshotWriter::begin(&lake, "stage", "t", batch(0..0).schema(), None, props("a"))
-                .await
-                .unwrap();
-        writer.write(batch(0..3)).await.unwrap();
-        writer.commit().await.unwrap();
-        let base = read(&lake, "stage", "t").await.unwrap().unwrap();
-        let writer = SnapshotWriter::begin(
-            &lake,
-            "stage",
-            "t",
-            batch(0..0).schema(),
-            Some(&base),
-            props("b"),
-        )
-        .await
-        .unwrap();
+        let base = three_rows(&lake).await;
+        let writer = writer(&lake, Some(&base), "b").await;
         writer.commit().await.unwrap();
         let empty = read(&lake, "stage", "t").await.unwrap().unwrap();
         assert!(empty.files.is_empty());
         assert_eq!(empty.properties, props("b"));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_writer_commits_nothing() {
+        let (_dir, lake) = lake();
+        let before = three_rows(&lake).await;
+        let writer = writer(&lake, Some(&before), "b").await;
+        writer.write(batch(0..100)).await.unwrap();
+        drop(writer);
+        // The write task sees the end of its input without a decision and fails; give it time.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let after = read(&lake, "stage", "t").await.unwrap().unwrap();
+        assert_eq!(after.version, before.version);
+        assert_eq!(after.rows(), 3);
     }
 }

@@ -30,8 +30,7 @@ pub(super) struct PartitionState {
 
 impl PartitionState {
     pub(super) fn new(recovered: Recovered) -> Self {
-        let Recovered { committed, known } = recovered;
-        let now = unix_now();
+        let Recovered { committed } = recovered;
         Self {
             next_offset: committed.map_or(0, |c| c + 1),
             committed,
@@ -41,8 +40,8 @@ impl PartitionState {
             events: 0,
             rows: BTreeMap::new(),
             rejected: Vec::new(),
-            known_since: known.iter().map(|id| (now, *id)).collect(),
-            known: known.into_iter().collect(),
+            known_since: Default::default(),
+            known: Default::default(),
         }
     }
 
@@ -71,6 +70,4 @@ impl PartitionState {
 pub(super) struct Recovered {
     /// The partition's transaction version in `stage.purchases`.
     pub(super) committed: Option<i64>,
-    /// The purchase_ids of the files committed within the dedup window.
-    pub(super) known: Vec<u128>,
 }

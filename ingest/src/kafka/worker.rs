@@ -34,6 +34,11 @@ pub struct Worker {
     handle: Handle,
     metrics: Arc<Metrics>,
     partitions: HashMap<i32, PartitionState>,
+    /// The purchase_ids of the lake's recent files, loaded at the last assignment and kept for
+    /// the dedup window after it (one set for every partition: ids never repeat across
+    /// partitions, since events are keyed by purchase_id).
+    recent_ids: std::collections::HashSet<u128>,
+    recent_since: Instant,
 }
 
 impl Worker {
@@ -44,6 +49,8 @@ impl Worker {
             handle,
             metrics,
             partitions: HashMap::new(),
+            recent_ids: Default::default(),
+            recent_since: Instant::now(),
         }
     }
 
@@ -58,28 +65,27 @@ impl Worker {
         app_id(&consumer.group, &consumer.topic, partition)
     }
 
-    /// Reads where the partition stands in the lake: its transaction version in the purchases;
-    /// `known` are the purchase_ids committed within the dedup window.
-    fn recover(&self, partition: i32, known: &[u128]) -> Result<Recovered> {
+    /// Reads where the partition stands in the lake: its transaction version in the purchases.
+    fn recover(&self, partition: i32) -> Result<Recovered> {
         let id = self.app_id(partition);
         self.handle.block_on(async {
             let committed = self.lake.transaction_version(&data_dir(), &id).await?;
-            Ok(Recovered {
-                committed,
-                known: known.to_vec(),
-            })
+            Ok(Recovered { committed })
         })
     }
 
-    /// The purchase_ids of the files of `stage.purchases` committed within the dedup window
-    /// (of every partition: ids of other partitions never repeat in this one, since events are
-    /// keyed by purchase_id).
+    /// The purchase_ids of the files of `stage.purchases` written within the dedup window, in the
+    /// partitions of today and yesterday (UTC): a retried send repeats a recent purchase, and the
+    /// bound keeps a compaction of older days (which rewrites their files) from loading them.
     fn recent_ids(&self) -> Result<Vec<u128>> {
         self.handle.block_on(async {
             let Some(table) = self.lake.open_delta(&data_dir()).await? else {
                 return Ok(Vec::new());
             };
             let horizon_ms = (unix_now() - DEDUP_WINDOW.as_secs() as i64) * 1000;
+            let yesterday = (Utc::now() - chrono::Duration::days(1))
+                .date_naive()
+                .to_string();
             let state = table
                 .snapshot()
                 .map_err(|e| shop_lake::Error::delta(data_dir(), e))?;
@@ -87,6 +93,11 @@ impl Worker {
                 .log_data()
                 .iter()
                 .filter(|f| f.modification_time() >= horizon_ms)
+                .filter(|f| {
+                    f.partition_values_map()
+                        .get(DAY_COLUMN)
+                        .is_some_and(|day| day.as_deref() >= Some(yesterday.as_str()))
+                })
                 .map(|f| {
                     let path = f
                         .object_store_path()
@@ -116,11 +127,15 @@ impl Worker {
         }
         let partition = m.partition();
         let offset = m.offset();
+        if self.recent_since.elapsed() > DEDUP_WINDOW && !self.recent_ids.is_empty() {
+            self.recent_ids = Default::default();
+        }
+        let recent_ids = &self.recent_ids;
         let Some(state) = self.partitions.get_mut(&partition) else {
             return Ok(());
         };
         if offset < state.next_offset || offset <= state.last {
-            // Already in the lake (a replay after a crash between the marker and the commit), or
+            // Already in the lake (a replay after a crash between the lake's commit and Kafka's), or
             // already buffered (librdkafka delivering again after an offset reset).
             return Ok(());
         }
@@ -131,7 +146,7 @@ impl Worker {
         }
         .and_then(|p| {
             let id = uuid_bits(&p.purchase_id);
-            if state.known.insert(id) {
+            if !recent_ids.contains(&id) && state.known.insert(id) {
                 state.known_since.push_back((unix_now(), id));
                 Ok(p)
             } else {
@@ -161,8 +176,7 @@ impl Worker {
         Ok(())
     }
 
-    /// Commits one partition's buffer; `Some(next offset)` once it is in the lake, `None` when
-    /// another worker took the partition over.
+    /// Commits one partition's buffer; `Some(next offset)` once it is in the lake.
     fn flush_partition(&mut self, partition: i32) -> Result<Option<i64>> {
         let id = self.app_id(partition);
         let state = self.partitions.get_mut(&partition).expect("assigned");
@@ -201,30 +215,47 @@ impl Worker {
                 )
                 .await;
             match data {
-                Ok(_) => Ok::<_, Error>(Ok(dead_letters)),
-                Err(e) if e.is_conflict() => Ok(Err(e)),
+                Ok(_) => Ok::<_, Error>((dead_letters, None)),
+                Err(e) if e.is_conflict() => {
+                    // Someone else committed the partition: read how far.
+                    let found = lake.transaction_version(&data_dir(), &id).await?;
+                    Ok((dead_letters, Some((found, e))))
+                }
                 Err(e) => Err(e.into()),
             }
         })?;
-        let written_rejected = match outcome {
-            Ok(written) => written,
-            Err(e) => {
-                // Another worker owns the partition now (this one was fenced out of the group
-                // without noticing): write nothing more for it.
-                tracing::error!(
+        let (written_rejected, conflict) = outcome;
+        let (committed_now, rows) = match conflict {
+            None => (end, rows),
+            // This flush's range is in the lake: its own commit whose answer was lost (the
+            // retry met it), or another worker's that covered it (the partition moved while
+            // this one stalled). Go on after it; the messages up to it are skipped.
+            Some((Some(found), cause)) if found >= end => {
+                tracing::warn!(
                     partition,
                     start,
                     end,
-                    cause = %Report(&e),
-                    "another worker took the partition over; dropping it here"
+                    found,
+                    cause = %Report(&cause),
+                    "the partition was committed up to {found} meanwhile; going on after it"
                 );
-                self.partitions.remove(&partition);
-                return Ok(None);
+                (found, if found == end { rows } else { 0 })
+            }
+            // Another worker committed part of this range only: what this one buffered beyond
+            // it is not in the lake, and the consumer has moved past it. Stop, so that the next
+            // start reads on from the lake's offset (nothing lost, nothing twice).
+            Some((found, cause)) => {
+                return Err(Error::Invalid(format!(
+                    "partition {partition}: another worker committed it up to offset {found:?} \
+                     while this one held offsets {start}..={end}; stopping, so that a restart \
+                     reads on from the lake ({})",
+                    Report(&cause)
+                )));
             }
         };
         let state = self.partitions.get_mut(&partition).expect("assigned");
-        state.next_offset = end + 1;
-        state.committed = Some(end);
+        state.next_offset = committed_now + 1;
+        state.committed = Some(committed_now);
         state.clear_buffer();
         state.forget_old_ids();
         self.metrics.rows.fetch_add(rows, Ordering::Relaxed);
@@ -243,7 +274,7 @@ impl Worker {
             rejected = written_rejected.rows,
             "flushed"
         );
-        Ok(Some(end + 1))
+        Ok(Some(committed_now + 1))
     }
 }
 
@@ -335,13 +366,14 @@ impl Sink for Worker {
         if partitions.is_empty() {
             return Ok(());
         }
-        let known = self.recent_ids()?;
+        self.recent_ids = self.recent_ids()?.into_iter().collect();
+        self.recent_since = Instant::now();
         for &p in partitions {
-            let recovered = self.recover(p, &known)?;
+            let recovered = self.recover(p)?;
             tracing::info!(
                 partition = p,
                 committed = recovered.committed,
-                recent_ids = recovered.known.len(),
+                recent_ids = self.recent_ids.len(),
                 "partition assigned"
             );
             self.partitions.insert(p, PartitionState::new(recovered));

@@ -379,13 +379,16 @@ async fn export_on(
                     merged = counts.read + counts.kept,
                     "the incremental merge misses rows older than the watermark; exporting a full snapshot instead"
                 );
-                writer.abort().await;
+                if let Some(failed) = writer.abort().await {
+                    return Err(failed.into());
+                }
                 progress.store(0, Ordering::Relaxed);
                 plan = Plan::Full;
             }
             Err(e) => {
-                writer.abort().await;
-                return Err(e);
+                // When the write failed first, its error is the cause ("the write stopped" is
+                // only what the sender saw).
+                return Err(writer.abort().await.map_or(e, Error::from));
             }
         }
     };
