@@ -144,6 +144,26 @@ pub struct CommitInfo {
     pub metadata: HashMap<String, serde_json::Value>,
 }
 
+impl CommitInfo {
+    /// A commit that moves application transaction `app_id` to `version`, only when the table
+    /// still has it at `expected` (see [`CommitInfo::expected`]).
+    pub fn transaction(app_id: &str, version: i64, expected: Option<i64>) -> Self {
+        Self {
+            transactions: vec![(app_id.to_string(), version)],
+            expected: vec![(app_id.to_string(), expected)],
+            ..Self::default()
+        }
+    }
+}
+
+/// The path from the lake root of a live file of the table in folder `dir` (the log names
+/// files relative to their table).
+pub fn file_path(dir: &Path, file: &deltalake::kernel::LogicalFileView) -> Path {
+    file.object_store_path()
+        .parts()
+        .fold(dir.clone(), |path, part| path.join(part))
+}
+
 impl Lake {
     pub(crate) fn write_session(&self) -> Arc<dyn datafusion::catalog::Session> {
         let state = self.delta_cache.session.get_or_init(|| {
@@ -607,11 +627,8 @@ mod tests {
         // Two processes: the worker that lost the partition and its new owner.
         let (stale, owner) = (lake_at(dir.path()), lake_at(dir.path()));
         let table = Path::from("stage/t");
-        let commit = |version: i64, expected: Option<i64>| CommitInfo {
-            transactions: vec![("group-topic-0".into(), version)],
-            expected: vec![("group-topic-0".into(), expected)],
-            ..CommitInfo::default()
-        };
+        let commit =
+            |version, expected| CommitInfo::transaction("group-topic-0", version, expected);
         stale
             .write_delta(
                 &table,
@@ -685,11 +702,7 @@ mod tests {
         let (_dir, lake) = lake();
         let table = Path::from("stage/t");
         let empty = RecordBatch::new_empty(batch(&[], &[]).schema());
-        let commit = CommitInfo {
-            transactions: vec![("g-t-1".into(), 41)],
-            expected: vec![("g-t-1".into(), None)],
-            ..CommitInfo::default()
-        };
+        let commit = CommitInfo::transaction("g-t-1", 41, None);
         lake.write_delta(&table, &["dt"], vec![empty], Mode::Append, commit)
             .await
             .unwrap();

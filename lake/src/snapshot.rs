@@ -93,10 +93,7 @@ pub async fn read(lake: &Lake, schema: &str, table: &str) -> Result<Option<Snaps
         .log_data()
         .iter()
         .map(|f| SnapshotFile {
-            path: f
-                .object_store_path()
-                .parts()
-                .fold(dir.clone(), |path, part| path.join(part)),
+            path: crate::delta::file_path(&dir, &f),
             size: f.size().max(0) as u64,
             rows: f.num_records().map(|n| n as u64),
         })

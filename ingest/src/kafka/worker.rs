@@ -14,7 +14,7 @@ use rdkafka::Offset;
 use rdkafka::message::{BorrowedMessage, Message};
 use shop_kafka::{Flushed, Sink, StartOffset};
 use shop_lake::Lake;
-use shop_lake::delta::{CommitInfo, Mode};
+use shop_lake::delta::{CommitInfo, Mode, file_path};
 use shop_types::purchases::{self, DAY_COLUMN, PurchaseBatch, Rejected, with_day};
 use shop_types::report::Report;
 use tokio::runtime::Handle;
@@ -98,13 +98,7 @@ impl Worker {
                         .get(DAY_COLUMN)
                         .is_some_and(|day| day.as_deref() >= Some(yesterday.as_str()))
                 })
-                .map(|f| {
-                    let path = f
-                        .object_store_path()
-                        .parts()
-                        .fold(data_dir(), |dir, part| dir.join(part));
-                    (path, f.size().max(0) as u64)
-                })
+                .map(|f| (file_path(&data_dir(), &f), f.size().max(0) as u64))
                 .collect();
             let mut known = Vec::new();
             for (path, size) in recent {
@@ -207,11 +201,7 @@ impl Worker {
                     &[DAY_COLUMN],
                     batches,
                     Mode::Append,
-                    CommitInfo {
-                        transactions: vec![(id.clone(), end)],
-                        expected: vec![(id.clone(), committed)],
-                        ..CommitInfo::default()
-                    },
+                    CommitInfo::transaction(&id, end, committed),
                 )
                 .await;
             match data {
@@ -314,11 +304,7 @@ async fn commit_dead_letters(
                 &[],
                 vec![purchases::rejected_batch(&new)],
                 Mode::Append,
-                CommitInfo {
-                    transactions: vec![(id.to_string(), end)],
-                    expected: vec![(id.to_string(), through)],
-                    ..CommitInfo::default()
-                },
+                CommitInfo::transaction(id, end, through),
             )
             .await;
         match written {
